@@ -1,0 +1,2 @@
+"""daskmeta."""
+__version__ = "0.1.0"

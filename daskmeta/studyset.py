@@ -1,0 +1,145 @@
+"""The StudySet: one row per study and one row per peak, in SPM-MNI millimetres.
+
+Readers in :mod:`daskmeta.io` build it; every analysis takes it. Validation that is
+common to all readers (unique names, positive sample sizes, numeric covariates, peaks
+that belong to a study) lives here so each reader reports errors the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from daskmeta.errors import InputError
+
+#: Columns of :attr:`StudySet.studies` that every reader fills.
+STUDY_COLUMNS = ("study", "n1", "n2", "t_thr")
+#: Columns of :attr:`StudySet.peaks` that every reader fills.
+PEAK_COLUMNS = ("study", "x", "y", "z", "t", "x_orig", "y_orig", "z_orig", "space", "source", "line")
+
+
+@dataclass
+class StudySet:
+    """Studies and their peaks.
+
+    Attributes
+    ----------
+    studies : pandas.DataFrame
+        One row per study: ``study`` (unique name), ``n1``, ``n2`` (NaN for a one-sample
+        design), ``t_thr`` (the study's threshold as a positive t), then covariates and
+        grouping columns as read.
+    peaks : pandas.DataFrame
+        One row per peak: ``study, x, y, z`` (SPM-MNI mm), ``t`` (signed),
+        ``x_orig, y_orig, z_orig`` and ``space`` as reported, ``source`` file and ``line``.
+        A study without rows here is a null study.
+    source : str
+        Where the set was read from.
+    """
+
+    studies: pd.DataFrame
+    peaks: pd.DataFrame
+    source: str = ""
+    log: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.studies = self.studies.reset_index(drop=True)
+        self.peaks = self.peaks.reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    @property
+    def names(self) -> list[str]:
+        """Study names in table order."""
+        return self.studies["study"].tolist()
+
+    def peaks_of(self, study: str) -> pd.DataFrame:
+        """The peaks of one study (empty for a null study)."""
+        return self.peaks[self.peaks["study"] == study]
+
+    def select(self, where: str | None = None, studies: list[str] | None = None) -> StudySet:
+        """A subset of studies, by a pandas query on study columns or by names.
+
+        Parameters
+        ----------
+        where : str, optional
+            A :meth:`pandas.DataFrame.query` expression, e.g. ``"modality == 'ReHo'"``.
+        studies : list of str, optional
+            Study names to keep, in that order.
+        """
+        table = self.studies
+        if where:
+            try:
+                table = table.query(where, engine="python")
+            except Exception as exc:  # pandas raises many types for a bad expression
+                raise ValueError(
+                    f"where filter {where!r} could not be evaluated on the study table "
+                    f"(columns: {', '.join(map(str, table.columns))}): {exc}"
+                ) from exc
+        if studies is not None:
+            missing = sorted(set(studies) - set(table["study"]))
+            if missing:
+                raise ValueError(f"unknown studies {missing}; known: {self.names}")
+            table = table.set_index("study").loc[list(studies)].reset_index()
+        keep = set(table["study"])
+        return StudySet(
+            table, self.peaks[self.peaks["study"].isin(keep)], self.source, list(self.log)
+        )
+
+    def __repr__(self) -> str:
+        n_null = int((~self.studies["study"].isin(self.peaks["study"])).sum())
+        return (
+            f"<StudySet {len(self)} studies ({n_null} null), {len(self.peaks)} peaks"
+            f"{' from ' + self.source if self.source else ''}>"
+        )
+
+    def _repr_html_(self) -> str:
+        counts = self.peaks.groupby("study").size()
+        table = self.studies.assign(peaks=self.studies["study"].map(counts).fillna(0).astype(int))
+        return f"<p>{repr(self)[1:-1]}</p>" + table.to_html(index=False, max_rows=60)
+
+
+def validate(studies: pd.DataFrame, peaks: pd.DataFrame, source: str,
+             table_path: str | None = None) -> None:
+    """Checks shared by all readers; raise :class:`InputError` naming file, line and field.
+
+    ``studies`` must carry a ``_line`` column (1-based line in ``table_path``) when read
+    from a file; it is used in messages only.
+    """
+    lines = studies["_line"] if "_line" in studies else pd.Series(
+        [None] * len(studies), index=studies.index
+    )
+    seen: dict[str, int | None] = {}
+    for idx, name in studies["study"].items():
+        line = lines[idx]
+        if not isinstance(name, str) or not name.strip():
+            raise InputError("empty study name", table_path, line, "study")
+        if name in seen:
+            raise InputError(
+                f"duplicate study name {name!r} (first on line {seen[name]}); names must be unique",
+                table_path, line, "study",
+            )
+        seen[name] = line
+    for column in ("n1", "n2"):
+        for idx, value in studies[column].items():
+            if column == "n2" and pd.isna(value):
+                continue
+            if pd.isna(value) or not np.isfinite(value) or value <= 0:
+                raise InputError(
+                    f"sample size must be a positive number, got {value!r}",
+                    table_path, lines[idx], column,
+                )
+            if column == "n1" and pd.isna(studies.at[idx, "n2"]) and value < 3:
+                raise InputError("a one-sample study needs n1 >= 3", table_path, lines[idx], column)
+        if (studies[column].dropna() % 1 != 0).any():
+            idx = studies[column].dropna()[studies[column].dropna() % 1 != 0].index[0]
+            raise InputError("sample size must be a whole number", table_path, lines[idx], column)
+    unknown = sorted(set(peaks["study"]) - set(studies["study"]))
+    if unknown:
+        row = peaks[peaks["study"] == unknown[0]].iloc[0]
+        raise InputError(
+            f"peaks of study {unknown[0]!r} have no row in the study table",
+            row.get("source", source), row.get("line"), "study",
+        )
