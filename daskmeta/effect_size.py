@@ -81,7 +81,9 @@ def t_from_z(z: ArrayLike, df: ArrayLike) -> NDArray[np.float64]:
     ``t = sign(z) * T_df^-1(Phi(|z|))``, through survival functions so large z stay finite.
     """
     z = np.asarray(z, dtype=np.float64)
-    return np.sign(z) * stats.t.isf(stats.norm.sf(np.abs(z)), df)
+    # beyond z ~ 37 the normal tail underflows; the smallest double keeps t finite and huge
+    p = np.maximum(stats.norm.sf(np.abs(z)), np.finfo(np.float64).tiny)
+    return np.sign(z) * stats.t.isf(p, df)
 
 
 def t_from_p(p: ArrayLike, df: ArrayLike, sign: ArrayLike = 1.0) -> NDArray[np.float64]:

@@ -1,0 +1,32 @@
+# daskmeta: `make demo` runs the reference meta-analysis, `make test` the whole test suite.
+# Both create .venv with `python3 -m venv` when missing and install the project into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.daskmeta-installed
+
+.PHONY: demo test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/daskmeta demo
+
+test: $(STAMP)
+	$(BIN)/ruff check daskmeta tests benchmarks
+	$(BIN)/pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check daskmeta tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/permutations.py
+
+clean:
+	rm -rf $(VENV) zarr_store/*.zarr results

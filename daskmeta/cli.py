@@ -1,0 +1,122 @@
+"""The ``daskmeta`` command line."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from daskmeta.errors import DaskmetaError, DaskmetaWarning
+
+app = typer.Typer(
+    name="daskmeta",
+    help="Seed-based d mapping (SDM) meta-analysis on Dask.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SchedulerOption = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional here
+    typer.Option(
+        "--scheduler",
+        envvar="DASK_SCHEDULER_ADDRESS",
+        help="Dask scheduler address (tcp://HOST:PORT), or 'synchronous'/'threads'; "
+        "default: a LocalCluster sized to this machine.",
+    ),
+]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"daskmeta: error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def handles_errors(function):
+    """Turn daskmeta's input, config and store errors into a message and exit code 2."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, DaskmetaWarning):
+                typer.secho(f"daskmeta: warning: {message}", fg=typer.colors.YELLOW, err=True)
+            else:
+                sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+        warnings.showwarning = show
+        try:
+            return function(*args, **kwargs)
+        except (DaskmetaError, FileNotFoundError) as exc:
+            _fail(str(exc))
+        except ValueError as exc:
+            _fail(str(exc))
+
+    return wrapper
+
+
+@app.command()
+@handles_errors
+def preprocess(
+    studies: Annotated[Path, typer.Argument(help="SDM folder, studies.tsv, NiMARE JSON or Sleuth file")],
+    store: Annotated[Path, typer.Option(help="Zarr store to write (STORE/studies)")],
+    fwhm: Annotated[float, typer.Option(help="Kernel FWHM in mm")] = 20.0,
+    anisotropy: Annotated[float, typer.Option(help="0 = isotropic, 1 = fully anisotropic")] = 1.0,
+    mask: Annotated[str, typer.Option(help="gray_matter, white_matter or brain")] = "gray_matter",
+    scheduler: SchedulerOption = None,
+) -> None:
+    """Recreate every study's effect-size maps and write them to STORE/studies."""
+    from daskmeta.io import load_studies
+    from daskmeta.workflow import preprocess_to_store
+
+    study_set = load_studies(studies)
+    typer.echo(f"daskmeta: {study_set!r}", err=True)
+    preprocess_to_store(
+        study_set, store, {"fwhm": fwhm, "anisotropy": anisotropy, "mask": mask},
+        scheduler=scheduler, force=True,
+    )
+    typer.echo(f"daskmeta: study maps written to {store}/studies")
+
+
+@app.command()
+@handles_errors
+def info(store: Annotated[Path, typer.Argument(help="A daskmeta Zarr store")]) -> None:
+    """Describe what a store holds."""
+    from daskmeta.store import list_groups, read_group
+
+    studies = read_group(store, "studies")
+    typer.echo(f"{store}: {studies.sizes['study']} studies x {studies.sizes['voxel']} voxels "
+               f"(mask {studies.attrs.get('mask')}, fwhm {studies.attrs.get('fwhm')} mm, "
+               f"anisotropy {studies.attrs.get('anisotropy')})")
+    for name in list_groups(store, "analyses"):
+        attrs = read_group(store, f"analyses/{name}").attrs
+        typer.echo(f"  analysis {name}: {attrs.get('type', '?')}, {attrs.get('n_studies', '?')} "
+                   f"studies, {attrs.get('permutations', '?')} randomizations")
+
+
+@app.command()
+@handles_errors
+def export(
+    store: Annotated[Path, typer.Argument(help="A daskmeta Zarr store")],
+    group: Annotated[str, typer.Argument(help="'studies' or an analysis name")],
+    out: Annotated[Path, typer.Option(help="Output folder for NIfTI files")] = Path("results"),
+) -> None:
+    """Export a store group's maps to NIfTI."""
+    from daskmeta.nifti import to_nifti
+    from daskmeta.store import read_group
+
+    path = group if group == "studies" else f"analyses/{group}"
+    ds = read_group(store, path)
+    for name, var in ds.data_vars.items():
+        if "voxel" not in var.dims or var.ndim > 2:
+            continue
+        var.attrs["mask"] = ds.attrs["mask"]
+        written = to_nifti(var, out / group / f"{name}.nii.gz")
+        typer.echo(str(written))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
