@@ -118,5 +118,40 @@ def export(
         typer.echo(str(written))
 
 
+@app.command()
+@handles_errors
+def run(
+    config: Annotated[Path, typer.Argument(help="Analysis configuration (YAML)")],
+    scheduler: SchedulerOption = None,
+    only: Annotated[Optional[list[str]], typer.Option(help="Run only these analyses")] = None,  # noqa: UP045
+    permutations: Annotated[Optional[int], typer.Option(help="Override every analysis' randomizations")] = None,  # noqa: UP045,E501
+    force: Annotated[bool, typer.Option(help="Recompute even what is complete in the store")] = False,
+) -> None:
+    """Run a whole meta-analysis project: preprocess, every analysis, thresholds, exports."""
+    from daskmeta.workflow import run_config
+
+    outputs = run_config(config, scheduler=scheduler, force=force, only=only, permutations=permutations)
+    for name, output in outputs.items():
+        typer.echo(f"{name}: {output['out']}")
+
+
+@app.command()
+@handles_errors
+def demo(
+    scheduler: SchedulerOption = None,
+    permutations: Annotated[Optional[int], typer.Option(help="Override the randomizations")] = None,  # noqa: UP045
+    force: Annotated[bool, typer.Option(help="Recompute even what is complete in the store")] = False,
+) -> None:
+    """Run the bundled chronic-low-back-pain example (examples/clbp/analysis.yaml)."""
+    from daskmeta.workflow import run_config
+
+    config = Path("examples/clbp/analysis.yaml")
+    if not config.exists():
+        _fail(f"{config} not found: run `daskmeta demo` from the root of the daskmeta repository")
+    outputs = run_config(config, scheduler=scheduler, force=force, permutations=permutations)
+    for name, output in outputs.items():
+        typer.echo(f"{name}: {output['out']}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()

@@ -65,3 +65,144 @@ def preprocess_to_store(
     with cluster_client(scheduler) as new_client:
         write_group(maps, store, "studies", compute=lambda d: compute(d, new_client, label))
     return True
+
+
+def _analysis_key(settings: dict[str, Any], maps_attrs: dict[str, Any]) -> str:
+    """What an analysis result depends on: its settings and the study maps it read."""
+    import hashlib
+    import json
+
+    material = {
+        "settings": {k: v for k, v in settings.items() if k != "threshold"},
+        "studies_hash": maps_attrs.get("studies_hash"),
+        "preprocess": {k: maps_attrs.get(k) for k in ("fwhm", "anisotropy", "beta", "mask")},
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_analysis(
+    name: str,
+    settings: dict[str, Any],
+    maps: Any,
+    store: str | os.PathLike,
+    out: os.PathLike,
+    threshold_params: dict[str, Any],
+    client: Any = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Compute (or resume) one analysis, write it to the store, export maps, table and report."""
+    from pathlib import Path
+
+    from daskmeta.analysis import DEFAULT_PERMUTATIONS, mean
+    from daskmeta.store import read_group
+
+    group = f"analyses/{name}"
+    key = _analysis_key(settings, dict(maps.attrs))
+    attrs = group_attrs(store, group) or {}
+    if not force and is_complete(store, group) and attrs.get("analysis_key") == key:
+        print(f"daskmeta: {name}: complete in {store} (not recomputed)", file=sys.stderr)
+    else:
+        permutations = int(settings.get("permutations", DEFAULT_PERMUTATIONS))
+        result = mean(
+            maps, where=settings.get("where"), studies=settings.get("studies"),
+            permutations=permutations, seed=int(settings.get("seed", 0)), name=name,
+            block_size=int(settings.get("block_size", 10)),
+            voxel_p=float(threshold_params["p"]),
+        )
+        result.attrs["analysis_key"] = key
+        label = (f"daskmeta: {name}: mean of {result.attrs['n_studies']} studies, "
+                 f"{permutations} randomizations")
+        write_group(result, store, group, compute=lambda d: compute(d, client, label))
+    result = read_group(store, group).compute()
+    return export_analysis(result, Path(out) / name, threshold_params)
+
+
+def export_analysis(result: Any, out_dir: os.PathLike, threshold_params: dict[str, Any]) -> dict[str, Any]:
+    """NIfTI maps, ``clusters.tsv`` and the report of a computed analysis result."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from daskmeta.nifti import to_nifti
+    from daskmeta.report import write_report
+    from daskmeta.stats.null import cluster_p_fwe
+    from daskmeta.threshold import threshold
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mask = result.attrs["mask"]
+    for variable in ("z", "p", "p_fwe", "effect", "variance", "i2", "tau2", "q", "q_z"):
+        to_nifti(result[variable].values, out_dir / f"{variable}.nii.gz", mask=mask)
+    found = threshold(result, p=threshold_params["p"], peak_z=threshold_params["peak_z"],
+                      extent=threshold_params["extent"], mask=mask)
+    table = found.table.copy()
+    if len(table):
+        positive = table["direction"] == "positive"
+        sizes = table["voxels"].to_numpy()
+        table["cluster_p_fwe"] = np.where(
+            positive, cluster_p_fwe(sizes, result["null_max_cluster_pos"].values),
+            cluster_p_fwe(sizes, result["null_max_cluster_neg"].values))
+    else:
+        table["cluster_p_fwe"] = []
+    table.to_csv(out_dir / "clusters.tsv", sep="\t", index=False, float_format="%.6g")
+    to_nifti(np.where(found.labels != 0, result["z"].values, 0.0), out_dir / "z_thresholded.nii.gz",
+             mask=mask)
+    to_nifti(found.labels.astype(np.int16), out_dir / "clusters.nii.gz", mask=mask)
+    report = write_report(result, table, out_dir, threshold_params)
+    return {"clusters": table, "labels": found.labels, "report": report, "out": out_dir}
+
+
+def validate_selections(studies: StudySet, analyses: dict[str, dict[str, Any]]) -> None:
+    """Check every analysis selects >= 2 studies before any heavy work starts."""
+    from daskmeta.errors import ConfigError
+
+    for name, settings in analyses.items():
+        try:
+            chosen = studies.select(settings.get("where"), settings.get("studies"))
+        except ValueError as exc:
+            raise ConfigError(f"analysis '{name}': {exc}") from exc
+        if len(chosen) < 2:
+            raise ConfigError(
+                f"analysis '{name}' selects {len(chosen)} studies "
+                f"(where: {settings.get('where')!r}); it needs at least 2"
+            )
+
+
+def run_config(
+    config_path: str | os.PathLike,
+    scheduler: str | None = None,
+    force: bool = False,
+    only: list[str] | None = None,
+    permutations: int | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run a whole meta-analysis project from its configuration file.
+
+    Preprocesses (or reuses) the study maps, then computes (or resumes) each analysis and
+    exports its maps, cluster table and report under ``out/<analysis>/``.
+    """
+    from daskmeta.config import load_config
+    from daskmeta.io import load_studies
+    from daskmeta.store import read_group
+
+    config = load_config(config_path)
+    studies = load_studies(config.studies)
+    print(f"daskmeta: {studies!r}", file=sys.stderr)
+    analyses = {name: dict(settings) for name, settings in config.analyses.items()
+                if not only or name in only}
+    if permutations is not None:
+        for settings in analyses.values():
+            settings["permutations"] = permutations
+    validate_selections(studies, analyses)
+    outputs = {}
+    with cluster_client(scheduler) as client:
+        preprocess_to_store(studies, config.store, config.preprocess, client=client,
+                            scheduler=scheduler, force=force)
+        maps = read_group(config.store, "studies")
+        for name, settings in analyses.items():
+            threshold_params = settings.get("threshold", config.threshold)
+            outputs[name] = run_analysis(name, settings, maps, config.store, config.out,
+                                         threshold_params, client=client, force=force)
+            n = len(outputs[name]["clusters"].drop_duplicates("cluster"))
+            print(f"daskmeta: {name}: {n} cluster(s); report {outputs[name]['report']}",
+                  file=sys.stderr)
+    return outputs

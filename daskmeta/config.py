@@ -1,0 +1,126 @@
+"""Analysis configuration files (YAML), validated with errors that name the bad key.
+
+Schema (DESIGN.md)::
+
+    studies: examples/clbp            # SDM folder, studies.tsv (+ peaks.tsv), NiMARE JSON, Sleuth
+    store: zarr_store/clbp.zarr
+    out: results/clbp
+    preprocess: {mask: gray_matter, fwhm: 20, anisotropy: 1.0}
+    threshold: {p: 0.005, peak_z: 1.0, extent: 10}
+    analyses:
+      reho: {type: mean, where: "modality == 'ReHo'", permutations: 1000, seed: 1}
+
+Relative paths are taken relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from daskmeta.errors import ConfigError
+
+TOP_KEYS = {"studies", "store", "out", "preprocess", "threshold", "analyses", "cluster"}
+PREPROCESS_KEYS = {"mask": str, "fwhm": float, "anisotropy": float, "beta": float}
+THRESHOLD_KEYS = {"p": float, "peak_z": float, "extent": int}
+ANALYSIS_TYPES = {"mean"}
+ANALYSIS_KEYS = {
+    "mean": {"type": str, "where": str, "studies": list, "permutations": int, "seed": int,
+             "block_size": int, "threshold": dict},
+}
+THRESHOLD_DEFAULTS = {"p": 0.005, "peak_z": 1.0, "extent": 10}
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class Config:
+    """A validated configuration."""
+
+    path: Path
+    studies: Path
+    store: str
+    out: Path
+    preprocess: dict[str, Any]
+    threshold: dict[str, Any]
+    analyses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def _typed(value: Any, kind: type, where: str) -> Any:
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind in (str, list, dict) and isinstance(value, kind):
+        return value
+    raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+
+
+def _section(raw: Any, keys: dict[str, type], where: str, path: Path) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: '{where}' must be a mapping, got {raw!r}")
+    unknown = sorted(set(raw) - set(keys))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key '{where}.{unknown[0]}'; known: {sorted(keys)}")
+    return {key: _typed(value, keys[key], f"{path}: '{where}.{key}'") for key, value in raw.items()}
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate a configuration file.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the bad key.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such configuration file") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the configuration must be a mapping of keys")
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key '{unknown[0]}'; known: {sorted(TOP_KEYS)}")
+    for key in ("studies", "store", "analyses"):
+        if key not in raw:
+            raise ConfigError(f"{path}: missing key '{key}'")
+    preprocess = _section(raw.get("preprocess"), PREPROCESS_KEYS, "preprocess", path)
+    threshold = {**THRESHOLD_DEFAULTS, **_section(raw.get("threshold"), THRESHOLD_KEYS, "threshold", path)}
+    analyses_raw = raw["analyses"]
+    if not isinstance(analyses_raw, dict) or not analyses_raw:
+        raise ConfigError(f"{path}: 'analyses' must map analysis names to their settings")
+    analyses = {}
+    for name, settings in analyses_raw.items():
+        if not NAME.match(str(name)):
+            raise ConfigError(f"{path}: analysis name {name!r} must be letters, digits, _ . -")
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{path}: 'analyses.{name}' must be a mapping")
+        kind = settings.get("type", "mean")
+        if kind not in ANALYSIS_TYPES:
+            raise ConfigError(
+                f"{path}: 'analyses.{name}.type' must be one of {sorted(ANALYSIS_TYPES)}, got {kind!r}"
+            )
+        checked = _section({**settings, "type": kind}, ANALYSIS_KEYS[kind], f"analyses.{name}", path)
+        if "threshold" in checked:
+            checked["threshold"] = {**threshold, **_section(
+                checked["threshold"], THRESHOLD_KEYS, f"analyses.{name}.threshold", path)}
+        if checked.get("permutations", 1) < 1:
+            raise ConfigError(f"{path}: 'analyses.{name}.permutations' must be >= 1")
+        analyses[str(name)] = checked
+    return Config(
+        path=path, studies=Path(_typed(raw["studies"], str, f"{path}: 'studies'")),
+        store=_typed(raw["store"], str, f"{path}: 'store'"),
+        out=Path(_typed(raw.get("out", "results"), str, f"{path}: 'out'")),
+        preprocess=preprocess, threshold=threshold, analyses=analyses, raw=raw,
+    )

@@ -1,0 +1,51 @@
+"""Statistics kernels: pure NumPy/SciPy functions over arrays with an explicit axis.
+
+Nothing in this package imports Dask or xarray or reads files; the graph layer maps these
+kernels over chunks (spec sections 4 and 5).
+"""
+
+from daskmeta.stats.null import (
+    BINS,
+    N_HIST,
+    NullSummary,
+    cluster_p_fwe,
+    combine,
+    histogram,
+    p_from_histogram,
+    p_fwe,
+    randomization_block,
+    relocate,
+    z_threshold_for_p,
+)
+from daskmeta.stats.random_effects import (
+    Heterogeneity,
+    RandomEffects,
+    WeightedSums,
+    dersimonian_laird,
+    dl_from_sums,
+    heterogeneity_z,
+    pool_with_tau2,
+    weighted_sums,
+)
+
+__all__ = [
+    "BINS",
+    "N_HIST",
+    "Heterogeneity",
+    "NullSummary",
+    "RandomEffects",
+    "WeightedSums",
+    "cluster_p_fwe",
+    "combine",
+    "dersimonian_laird",
+    "dl_from_sums",
+    "heterogeneity_z",
+    "histogram",
+    "p_from_histogram",
+    "p_fwe",
+    "pool_with_tau2",
+    "randomization_block",
+    "relocate",
+    "weighted_sums",
+    "z_threshold_for_p",
+]
