@@ -42,3 +42,9 @@ def random_studyset(
 @pytest.fixture
 def small_studies() -> StudySet:
     return random_studyset()
+
+
+@pytest.fixture(scope="session")
+def make_studyset():
+    """The :func:`random_studyset` factory, for tests that need their own sizes or seeds."""
+    return random_studyset
