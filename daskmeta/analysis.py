@@ -101,7 +101,8 @@ def mean(
     block_size : int
         Randomizations per Dask task. Results do not depend on it.
     voxel_p : float or None
-        Cluster-forming voxel threshold for the cluster-extent null; None skips that pass.
+        Cluster-forming voxel threshold of the cluster-extent null, which relocates each
+        study's peaks (see :func:`daskmeta.randomization.null_summary`); None skips it.
 
     Returns
     -------
@@ -120,9 +121,13 @@ def mean(
     selected = selected.drop_vars([c for c in ("x", "y", "z") if c in selected.coords])
     pooled = pool(selected)
     n_studies = selected.sizes["study"]
+    peaks = None
+    if "peak_g" in selected:
+        n2 = selected["n2"].data if "n2" in selected.coords else np.full(n_studies, np.nan)
+        peaks = (selected.peak_g.data, selected["n1"].data, n2)
     summary = null_summary(
         selected.effect.data, selected.variance.data, permutations, seed, name,
-        maps.attrs["mask"], block_size, voxel_p,
+        maps.attrs["mask"], block_size, voxel_p, peaks, float(maps.attrs.get("fwhm", 20.0)),
     )
     null = {key: xr.DataArray(array, dims=("bin",) if key == "null_hist" else ("randomization",))
             for key, array in summary_arrays(summary, permutations).items()}

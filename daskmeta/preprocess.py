@@ -13,6 +13,7 @@ import pandas as pd
 import xarray as xr
 
 from daskmeta import __version__
+from daskmeta.effect_size import hedges_g
 from daskmeta.errors import DaskmetaWarning
 from daskmeta.grid import MaskName, load_mask, mm_to_ijk, templates, tissue_probabilities
 from daskmeta.kernel import lattice_graph
@@ -73,6 +74,20 @@ def voxel_coords(mask_name: str) -> dict[str, tuple[str, np.ndarray]]:
     }
 
 
+def peak_effects(studies: StudySet) -> np.ndarray:
+    """Each study's peak Hedges g, shape (study, peak), NaN-padded (null studies all NaN).
+
+    Kept with the study maps: the cluster-extent null relocates peaks, not voxels.
+    """
+    counts = studies.peaks.groupby("study").size()
+    width = max(1, int(counts.max()) if len(counts) else 1)
+    out = np.full((len(studies), width), np.nan, dtype=np.float32)
+    for n, row in enumerate(studies.studies.itertuples(index=False)):
+        t = studies.peaks_of(row.study)["t"].to_numpy(dtype=np.float64)
+        out[n, : len(t)] = hedges_g(t, float(row.n1), float(row.n2))
+    return out
+
+
 def recreate(
     studies: StudySet,
     fwhm: float = 20.0,
@@ -102,7 +117,8 @@ def recreate(
     -------
     xarray.Dataset
         ``effect``, ``effect_lower``, ``effect_upper``, ``variance`` (float32, dims
-        ``(study, voxel)``, Dask-backed: one recreation task per study); study-table
+        ``(study, voxel)``, Dask-backed: one recreation task per study), ``peak_g`` (each
+        study's peak effects, ``(study, peak)``, NaN-padded); study-table
         columns and voxel ``i, j, k, x, y, z`` as coordinates; parameters in ``attrs``.
 
     References
@@ -136,6 +152,7 @@ def recreate(
     data_vars = {
         name: (("study", "voxel"), stacked[n]) for n, name in enumerate(MAP_NAMES)
     }
+    data_vars["peak_g"] = (("study", "peak"), peak_effects(studies))
     attrs = {
         "fwhm": float(fwhm), "anisotropy": float(anisotropy), "beta": float(beta),
         "mask": mask, "n_voxels": n_voxels, "kernel": KERNEL_NAME,

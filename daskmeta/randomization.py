@@ -18,10 +18,14 @@ import dask
 import dask.array as da
 import numpy as np
 from dask.delayed import Delayed
+from numpy.typing import ArrayLike
 
 from daskmeta.clusters import largest_cluster
+from daskmeta.effect_size import degrees_of_freedom, sampling_term, variance_constant
 from daskmeta.grid import load_mask
+from daskmeta.kernel import KernelPaster
 from daskmeta.stats.null import N_HIST, NullSummary, combine, randomization_block, z_threshold_for_p
+from daskmeta.stats.random_effects import dersimonian_laird
 
 #: Randomizations per task when not given: large enough to amortise scheduling, small
 #: enough to spread over workers.
@@ -35,10 +39,16 @@ def analysis_key(name: str) -> int:
     return zlib.crc32(name.encode("utf-8"))
 
 
-def randomization_seeds(seed: int, name: str, start: int, stop: int) -> list[np.random.SeedSequence]:
-    """The seed sequences of randomizations ``start..stop-1`` of analysis ``name``."""
+def randomization_seeds(
+    seed: int, name: str, start: int, stop: int, stream: int = 0
+) -> list[np.random.SeedSequence]:
+    """The seed sequences of randomizations ``start..stop-1`` of analysis ``name``.
+
+    ``stream`` 0 feeds the voxel relocations, 1 the peak relocations of the cluster null.
+    """
     key = analysis_key(name)
-    return [np.random.SeedSequence(int(seed), spawn_key=(key, b)) for b in range(start, stop)]
+    tail = (stream,) if stream else ()
+    return [np.random.SeedSequence(int(seed), spawn_key=(key, b, *tail)) for b in range(start, stop)]
 
 
 def block_bounds(n_randomizations: int, block_size: int) -> list[tuple[int, int]]:
@@ -50,21 +60,42 @@ def block_bounds(n_randomizations: int, block_size: int) -> list[tuple[int, int]
     return [(s, min(s + block_size, n_randomizations)) for s in range(0, n_randomizations, block_size)]
 
 
-def _cluster_sizes(z: np.ndarray, thresholds: tuple[float, float], mask_name: str) -> tuple[int, int]:
-    mask = load_mask(mask_name)
-    z_pos, z_neg = thresholds
-    return largest_cluster(z >= z_pos, mask), largest_cluster(z <= z_neg, mask)
+@functools.cache
+def _paster(mask_name: str, fwhm: float) -> KernelPaster:
+    return KernelPaster(load_mask(mask_name).lookup, fwhm)
 
 
 def _block(
     effect: np.ndarray, variance: np.ndarray, seed: int, name: str, start: int, stop: int,
-    mask_name: str | None = None, thresholds: tuple[float, float] | None = None,
 ) -> NullSummary:
     seeds = randomization_seeds(seed, name, start, stop)
-    cluster_size = None
-    if thresholds is not None:
-        cluster_size = functools.partial(_cluster_sizes, mask_name=mask_name)
-    return randomization_block(effect, variance, seeds, stop - start, cluster_size, thresholds)
+    return randomization_block(effect, variance, seeds, stop - start)
+
+
+def _cluster_block(
+    peak_g: np.ndarray, n1: np.ndarray, n2: np.ndarray, seed: int, name: str, start: int,
+    stop: int, mask_name: str, fwhm: float, thresholds: tuple[float, float],
+) -> NullSummary:
+    """Largest clusters of randomizations that relocate each study's peaks (see null_summary)."""
+    mask = load_mask(mask_name)
+    paste = _paster(mask_name, fwhm)
+    sampling = sampling_term(n1, n2)[:, None]
+    c = variance_constant(degrees_of_freedom(n1, n2))[:, None]
+    counts = np.isfinite(peak_g).sum(1)
+    z_pos, z_neg = thresholds
+    n = stop - start
+    largest = np.zeros((2, n), dtype=np.int64)
+    for row, sequence in enumerate(randomization_seeds(seed, name, start, stop, stream=1)):
+        rng = np.random.default_rng(sequence)
+        effect = np.empty((len(counts), mask.n_voxels))
+        for study, count in enumerate(counts):
+            voxels = mask.ijk[rng.integers(0, mask.n_voxels, count)]
+            effect[study] = paste(voxels, peak_g[study, :count])
+        z = dersimonian_laird(effect, sampling + c * effect**2, axis=0).z
+        largest[0, row] = largest_cluster(z >= z_pos, mask)
+        largest[1, row] = largest_cluster(z <= z_neg, mask)
+    empty = np.zeros(n)
+    return NullSummary(np.zeros(N_HIST, np.int64), empty, empty, largest[0], largest[1])
 
 
 def _tree(parts: Sequence[Delayed], name: str) -> Delayed:
@@ -101,6 +132,8 @@ def null_summary(
     mask_name: str,
     block_size: int = DEFAULT_BLOCK,
     voxel_p: float | None = 0.005,
+    peaks: tuple[ArrayLike, ArrayLike, ArrayLike] | None = None,
+    fwhm: float = 20.0,
 ) -> Delayed:
     """The randomization null of a mean analysis, as one lazy :class:`NullSummary`.
 
@@ -119,9 +152,19 @@ def null_summary(
     block_size : int
         Randomizations per task.
     voxel_p : float or None
-        When set, a second pass over the same randomizations records each one's largest
-        positive and negative cluster at the null's own ``p < voxel_p`` z thresholds (for
-        cluster-level FWE); the first pass gives the histogram those thresholds come from.
+        With ``peaks``, a second pass records for each randomization the largest positive
+        and negative cluster at the voxel null's ``p < voxel_p`` z thresholds, for
+        cluster-level FWE p-values (beyond SDM).
+    peaks : (peak_g, n1, n2), optional
+        Each study's peak effects (study, peak; NaN-padded) and sample sizes. The cluster
+        null relocates each study's *peaks* to uniform random mask voxels and recreates its
+        map with the isotropic kernel of the same FWHM [chosen here]: relocating voxels
+        destroys the maps' spatial smoothness, so its clusters are far smaller than real
+        ones and would make every observed cluster look significant; the isotropic kernel
+        is at least as wide as the anisotropic one, so the extents it gives are
+        conservative for anisotropic study maps and exact for ``anisotropy = 0``.
+    fwhm : float
+        The kernel FWHM of the study maps.
 
     Returns
     -------
@@ -139,13 +182,14 @@ def null_summary(
         for start, stop in bounds
     ]
     summary = _tree(first, f"null-{name}-{token}")
-    if voxel_p is None:
+    if voxel_p is None or peaks is None:
         return summary
     thresholds = dask.delayed(_thresholds, pure=True)(summary, voxel_p)
+    peak_g, n1, n2 = (dask.delayed(np.asarray, pure=True)(a, dtype=np.float64) for a in peaks)
     second = [
-        dask.delayed(_block, pure=True)(stack_e, stack_v, seed, name, start, stop, mask_name,
-                                        thresholds,
-                                        dask_key_name=f"cluster-null-{name}-{token}-{start}")
+        dask.delayed(_cluster_block, pure=True)(
+            peak_g, n1, n2, seed, name, start, stop, mask_name, float(fwhm), thresholds,
+            dask_key_name=f"cluster-null-{name}-{token}-{start}")
         for start, stop in bounds
     ]
     clusters = _tree(second, f"cluster-null-{name}-{token}")
