@@ -78,23 +78,37 @@ def cluster_client(
         cluster.close()
 
 
+def _interactive() -> bool:
+    return sys.stderr.isatty() or os.environ.get("DASKMETA_PROGRESS") == "1"
+
+
 def compute(obj: Any, client: Any = None, label: str = "", progress: bool = True) -> Any:
-    """Compute a Dask collection with a progress bar (on the cluster when ``client`` is set)."""
+    """Compute a Dask collection with a progress bar (on the cluster when ``client`` is set).
+
+    The bar is drawn on a terminal (or with ``DASKMETA_PROGRESS=1``); in logs a start and an
+    end line with the elapsed time are printed instead.
+    """
+    import time
+
+    if label:
+        _say(label)
+    started = time.perf_counter()
     if client is None:
-        if progress and sys.stderr.isatty() or progress == "always":
+        if progress and _interactive():
             from dask.diagnostics import ProgressBar
 
-            if label:
-                _say(label)
             with ProgressBar(out=sys.stderr):
-                return dask.compute(obj)[0]
-        return dask.compute(obj)[0]
-    future = client.compute(obj)
-    if progress:
-        from distributed import progress as show_progress
+                value = dask.compute(obj)[0]
+        else:
+            value = dask.compute(obj)[0]
+    else:
+        future = client.compute(obj)
+        if progress and _interactive():
+            from distributed import progress as show_progress
 
-        if label:
-            _say(label)
-        show_progress(future, multi=False)
-        print(file=sys.stderr)
-    return future.result()
+            show_progress(future, multi=False)
+            print(file=sys.stderr)
+        value = future.result()
+    if label:
+        _say(f"    done in {time.perf_counter() - started:.1f} s")
+    return value

@@ -1,0 +1,113 @@
+"""The command line: preprocess, run (with resume), info, export, and clear failures."""
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from daskmeta.cli import app
+from daskmeta.grid import GRID_AFFINE
+from daskmeta.simulate import TrueEffect, simulate_studies, simulate_table
+from daskmeta.store import is_complete, read_group
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    table = simulate_table(8, seed=4, n_peaks_range=(2, 6), modalities=["A", "B"])
+    effect = TrueEffect(-38.0, -26.0, 56.0, sign=1, probability=0.9, name="s1")
+    return simulate_studies(table, [effect], tmp_path_factory.mktemp("in") / "studies", seed=4)
+
+
+def _config(tmp_path, folder, **analyses):
+    config = {
+        "studies": str(folder), "store": str(tmp_path / "s.zarr"), "out": str(tmp_path / "out"),
+        "preprocess": {"mask": "gray_matter", "fwhm": 20, "anisotropy": 0.0},
+        "threshold": {"p": 0.005, "peak_z": 1.0, "extent": 10},
+        "analyses": analyses or {"all": {"type": "mean", "permutations": 4, "seed": 1},
+                                 "a": {"type": "mean", "where": "modality == 'A'",
+                                       "permutations": 4, "seed": 2}},
+    }
+    path = tmp_path / "analysis.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_preprocess_writes_a_complete_store(folder, tmp_path):
+    store = tmp_path / "s.zarr"
+    result = runner.invoke(app, ["preprocess", str(folder), "--store", str(store),
+                                 "--anisotropy", "0", "--scheduler", "synchronous"])
+    assert result.exit_code == 0, result.output
+    assert is_complete(store, "studies")
+    maps = read_group(store, "studies")
+    assert maps.sizes["study"] == 8 and maps.attrs["anisotropy"] == 0.0
+    info = runner.invoke(app, ["info", str(store)])
+    assert info.exit_code == 0 and "8 studies" in info.output
+
+
+def test_bad_input_fails_clearly_and_writes_nothing(folder, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for path in Path(folder).iterdir():
+        (bad / path.name).write_text(path.read_text())
+    peak_file = sorted(bad.glob("*.spm_mni.txt"))[0]
+    lines = peak_file.read_text().splitlines()
+    lines.insert(1, "12 abc 30 4.1")
+    peak_file.write_text("\n".join(lines) + "\n")
+    store = tmp_path / "s.zarr"
+    result = runner.invoke(app, ["preprocess", str(bad), "--store", str(store),
+                                 "--scheduler", "synchronous"])
+    assert result.exit_code == 2
+    assert peak_file.name in result.output and "line 2" in result.output
+    assert not store.exists()
+
+
+def test_run_exports_maps_tables_reports_and_resumes(folder, tmp_path):
+    config = _config(tmp_path, folder)
+    result = runner.invoke(app, ["run", str(config), "--scheduler", "threads"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    for name in ("all", "a"):
+        for variable in ("z", "p", "effect", "i2", "tau2"):
+            image = nib.load(out / name / f"{variable}.nii.gz")
+            np.testing.assert_allclose(image.affine, GRID_AFFINE)
+        table = pd.read_csv(out / name / "clusters.tsv", sep="\t")
+        for column in ("direction", "x", "y", "z", "sdm_z", "p", "voxels", "breakdown",
+                       "heterogeneity", "cluster_p_fwe"):
+            assert column in table.columns
+        assert (out / name / "summary.md").read_text().count("Methods") >= 1
+        assert (out / name / "glass_brain.png").stat().st_size > 10_000
+    stored = read_group(tmp_path / "s.zarr", "analyses/a")
+    assert stored.attrs["n_studies"] == 4 and stored.attrs["where"] == "modality == 'A'"
+    z = np.asarray(nib.load(out / "a" / "z.nii.gz").dataobj)
+    from daskmeta.grid import load_mask
+
+    np.testing.assert_allclose(load_mask("gray_matter").from_volume(z), stored.z.values, rtol=1e-6)
+    again = runner.invoke(app, ["run", str(config), "--scheduler", "threads"])
+    assert again.exit_code == 0
+    assert "up to date" in again.output and "not recomputed" in again.output
+    exported = runner.invoke(app, ["export", str(tmp_path / "s.zarr"), "a", "--out",
+                                   str(tmp_path / "exp")])
+    assert exported.exit_code == 0 and (tmp_path / "exp" / "a" / "p_fwe.nii.gz").exists()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"bogus": 1}, "unknown key 'bogus'"),
+    ({"analyses": {"x": {"type": "mean", "where": "modality == 'nothing'"}}}, "selects 0 studies"),
+    ({"analyses": {"x": {"type": "median"}}}, "analyses.x.type"),
+    ({"analyses": {"x": {"permutations": "many"}}}, "analyses.x.permutations"),
+])
+def test_config_errors_name_the_key(folder, tmp_path, change, message):
+    path = _config(tmp_path, folder)
+    config = yaml.safe_load(path.read_text())
+    config.update(change)
+    path.write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["run", str(path), "--scheduler", "synchronous"])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "s.zarr").exists()
