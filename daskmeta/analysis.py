@@ -12,6 +12,7 @@ import pandas as pd
 import xarray as xr
 
 from daskmeta import __version__
+from daskmeta.preprocess import VOXEL_CHUNK
 from daskmeta.randomization import DEFAULT_BLOCK, null_summary, summary_arrays
 from daskmeta.stats.null import p_from_histogram, p_fwe
 from daskmeta.stats.random_effects import dersimonian_laird
@@ -119,6 +120,10 @@ def mean(
     """
     selected = select_studies(maps, where, studies, name)
     selected = selected.drop_vars([c for c in ("x", "y", "z") if c in selected.coords])
+    if selected.effect.chunks is None:
+        selected = selected.chunk({"study": -1, "voxel": VOXEL_CHUNK})
+    else:
+        selected = selected.chunk({"study": -1})
     pooled = pool(selected)
     n_studies = selected.sizes["study"]
     peaks = None

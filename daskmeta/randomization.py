@@ -172,6 +172,7 @@ def null_summary(
         Computes to a NullSummary with ``n_randomizations`` maxima in randomization order.
     """
     whole = (effect.shape[0], effect.shape[1])
+    effect, variance = da.asarray(effect), da.asarray(variance)
     stack_e = effect.rechunk(whole).to_delayed().ravel()[0]
     stack_v = variance.rechunk(whole).to_delayed().ravel()[0]
     token = dask.base.tokenize(stack_e, stack_v, n_randomizations, seed, name, block_size)
