@@ -212,7 +212,7 @@ def threshold(
 
     atlases = None
     if atlas and kept:
-        from daskmeta.atlas import breakdown, format_breakdown, load_atlas
+        from daskmeta.atlas import UNDEFINED, breakdown, format_breakdown, load_atlas
 
         atlases = (load_atlas("aal"), load_atlas("brodmann"))
 
@@ -225,7 +225,11 @@ def threshold(
         text = ""
         if atlases is not None:
             cluster_ijk = np.argwhere(in_cluster)
-            text = " | ".join(format_breakdown(breakdown(cluster_ijk, a)) for a in atlases)
+            # the Brodmann atlas labels only cortex: its unlabelled voxels are not a region
+            text = " | ".join(
+                format_breakdown([row for row in breakdown(cluster_ijk, a)
+                                  if a.name == "aal" or row[0] != UNDEFINED])
+                for a in atlases)
         peaks = find_peaks(z_volume, labels_volume, label, MIN_PEAK_DISTANCE_MM)
         for rank, (ijk, xyz) in enumerate(zip(peaks, ijk_to_mm(peaks), strict=True)):
             voxel = int(mask.lookup[tuple(ijk)])
