@@ -30,7 +30,8 @@ from daskmeta.analysis import mean
 from daskmeta.io import load_studies
 from daskmeta.preprocess import recreate
 from daskmeta.randomization import _cluster_block, randomization_seeds
-from daskmeta.stats.null import randomization_block, z_threshold_for_p
+from daskmeta.stats.null import randomization_block
+from daskmeta.stats.pvalues import z_threshold_for_p
 
 
 def best_of(function, repeats: int = 5) -> float:

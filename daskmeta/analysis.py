@@ -14,7 +14,7 @@ import xarray as xr
 from daskmeta import __version__
 from daskmeta.preprocess import VOXEL_CHUNK
 from daskmeta.randomization import DEFAULT_BLOCK, null_summary, summary_arrays
-from daskmeta.stats.null import p_from_histogram, p_fwe
+from daskmeta.stats.pvalues import p_from_histogram, p_fwe
 from daskmeta.stats.random_effects import dersimonian_laird
 
 #: Outputs of the pooling kernel, in order.

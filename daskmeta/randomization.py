@@ -24,7 +24,8 @@ from daskmeta.clusters import largest_cluster
 from daskmeta.effect_size import degrees_of_freedom, sampling_term, variance_constant
 from daskmeta.grid import load_mask
 from daskmeta.kernel import KernelPaster
-from daskmeta.stats.null import N_HIST, NullSummary, combine, randomization_block, z_threshold_for_p
+from daskmeta.stats.null import N_HIST, NullSummary, combine, randomization_block
+from daskmeta.stats.pvalues import z_threshold_for_p
 from daskmeta.stats.random_effects import dersimonian_laird
 
 #: Randomizations per task when not given: large enough to amortise scheduling, small

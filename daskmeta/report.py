@@ -360,7 +360,8 @@ def _summary_paragraph(result: xr.Dataset, clusters: pd.DataFrame, threshold: di
 
 
 def _null_facts(result: xr.Dataset, threshold: dict[str, Any]) -> list[str]:
-    from daskmeta.stats.null import N_HIST, z_threshold_for_p
+    from daskmeta.stats.null import N_HIST
+    from daskmeta.stats.pvalues import z_threshold_for_p
 
     attrs = result.attrs
     hist = np.asarray(result["null_hist"], dtype=np.int64)

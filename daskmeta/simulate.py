@@ -2,8 +2,9 @@
 
 Published meta-analyses rarely come with their studies' peak coordinates, and tests need
 studies whose truth is known. This module draws peaks for a table of studies (real sample
-sizes, thresholds and peak counts, or a synthetic table from :func:`simulate_table`)
-around planted :class:`TrueEffect` locations and writes the SDM folder of spec section 1.
+sizes, thresholds and peak counts, or a synthetic table from
+:func:`~daskmeta.synthetic.simulate_table`) around planted :class:`TrueEffect` locations and
+writes the SDM folder of spec section 1 (with :func:`~daskmeta.sdm_writer.write_studyset`).
 
 The generative model [C, chosen here; every number is a parameter]:
 
@@ -51,12 +52,9 @@ import functools
 import math
 import os
 import re
-import secrets
-import shutil
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +66,13 @@ from scipy.spatial import cKDTree
 from daskmeta.coordinates import mni_to_tal, to_spm_mni
 from daskmeta.effect_size import degrees_of_freedom, hedges_j, sampling_term, t_from_p
 from daskmeta.grid import Mask, MaskName, ijk_to_mm, in_grid, load_mask, mm_to_ijk
+from daskmeta.sdm_writer import write_studyset
 from daskmeta.studyset import StudySet
 
 #: Columns of a simulation table that steer the simulation and are not written as covariates.
 CONTROL_COLUMNS = ("study", "n1", "n2", "t_thr", "threshold", "space", "n_peaks")
 #: Voxel-level one-tailed p assumed for a study whose threshold text says "corrected".
 CORRECTED_VOXEL_P = 0.001
-CLBP_SEED = 2024
 
 _SPACES = {"mni": "spm_mni", "talairach": "other_tal"}
 _CORRECTED = re.compile(r"\b(corrected|fwe|fdr|grf|alphasim|tfce|monte\s*carlo)\b", re.I)
@@ -120,19 +118,6 @@ class TrueEffect:
     def xyz(self) -> NDArray[np.float64]:
         """The location as an array of shape (3,)."""
         return np.array([self.x, self.y, self.z], dtype=np.float64)
-
-
-#: Simulated truths of the CLBP example. ASSUMPTIONS, not findings: plausible locations for
-#: resting-state differences in chronic low back pain, used only to make the example's
-#: simulated peaks cluster somewhere. All three lie in the ``gray_matter`` mask.
-CLBP_EFFECTS: tuple[TrueEffect, ...] = (
-    TrueEffect(-2, 52, -4, sign=1, modality="ReHo", probability=0.5,
-               name="mpfc_reho_increase"),        # AAL Frontal_Med_Orb_L
-    TrueEffect(-4, -56, 30, sign=-1, modality="ALFF", probability=0.5,
-               name="precuneus_alff_decrease"),   # AAL Precuneus_L, posterior cingulate
-    TrueEffect(-38, -26, 56, sign=1, modality=None, probability=0.35,
-               name="sensorimotor_increase"),     # AAL Postcentral_L, primary somatosensory
-)
 
 
 def threshold_t(
@@ -188,83 +173,6 @@ def threshold_t(
     if not 0.0 < p < 1.0:
         raise ValueError(f"threshold {threshold!r}: p must lie in (0, 1), got {p}")
     return float(t_from_p(p, df))
-
-
-def simulate_table(
-    n_studies: int,
-    n1_range: tuple[int, int] = (15, 40),
-    seed: int = 0,
-    *,
-    n2_range: tuple[int, int] | None = None,
-    one_sample: bool = False,
-    n_peaks_range: tuple[int, int] = (1, 10),
-    threshold: str = "p<0.001 uncorrected",
-    modalities: Sequence[str] | None = None,
-    covariates: Mapping[str, tuple[float, float]] | None = None,
-    talairach_fraction: float = 0.0,
-    prefix: str = "study",
-) -> pd.DataFrame:
-    """A synthetic study table for :func:`simulate_studies` and :func:`simulate_studyset`.
-
-    Parameters
-    ----------
-    n_studies : int
-        Number of rows, named ``{prefix}01``, ``{prefix}02``, ...
-    n1_range, n2_range : (int, int)
-        Inclusive ranges of the uniform integer sample sizes (``n2_range``: ``n1_range``).
-    seed : int, default 0
-        Seed of the table's draws.
-    one_sample : bool, default False
-        Leave ``n2`` missing (one-sample studies).
-    n_peaks_range : (int, int), default (1, 10)
-        Inclusive range of peak counts; include 0 to get null studies.
-    threshold : str, default 'p<0.001 uncorrected'
-        Threshold text of every study (:func:`threshold_t`).
-    modalities : sequence of str, optional
-        Assigned in turn to the studies as a ``modality`` column.
-    covariates : mapping of str to (float, float), optional
-        Columns drawn uniformly in ``[low, high)``, rounded to 2 decimals.
-    talairach_fraction : float, default 0.0
-        Probability that a study reports Talairach coordinates.
-    prefix : str, default 'study'
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``study, n1, n2, threshold, space, n_peaks``, then ``modality`` and covariates.
-
-    Examples
-    --------
-    >>> simulate_table(3, seed=1, covariates={"age": (20, 60)}).columns.tolist()
-    ['study', 'n1', 'n2', 'threshold', 'space', 'n_peaks', 'age']
-    """
-    if n_studies < 1:
-        raise ValueError(f"n_studies must be >= 1; {n_studies!r} was provided")
-    for label, (low, high) in {"n1_range": n1_range, "n_peaks_range": n_peaks_range}.items():
-        if low > high or low < 0:
-            raise ValueError(
-                f"{label} must be (low, high) with 0 <= low <= high; got {(low, high)}"
-            )
-    rng = np.random.default_rng(seed)
-    width = max(2, len(str(n_studies)))
-    n1 = rng.integers(n1_range[0], n1_range[1] + 1, n_studies)
-    low2, high2 = n2_range or n1_range
-    n2 = rng.integers(low2, high2 + 1, n_studies).astype(np.float64)
-    if one_sample:
-        n2[:] = np.nan
-    table = pd.DataFrame({
-        "study": [f"{prefix}{i + 1:0{width}d}" for i in range(n_studies)],
-        "n1": n1,
-        "n2": n2,
-        "threshold": threshold,
-        "space": np.where(rng.random(n_studies) < talairach_fraction, "Talairach", "MNI"),
-        "n_peaks": rng.integers(n_peaks_range[0], n_peaks_range[1] + 1, n_studies),
-    })
-    if modalities:
-        table["modality"] = [modalities[i % len(modalities)] for i in range(n_studies)]
-    for name, (low, high) in (covariates or {}).items():
-        table[name] = np.round(rng.uniform(low, high, n_studies), 2)
-    return table
 
 
 @functools.cache
@@ -457,6 +365,7 @@ def simulate_studyset(
 
     Examples
     --------
+    >>> from daskmeta.synthetic import simulate_table
     >>> effect = TrueEffect(-4, -56, 30, sign=-1, probability=0.9, name="pcc")
     >>> len(simulate_studyset(simulate_table(5, seed=0), [effect], seed=1))
     5
@@ -502,87 +411,6 @@ def simulate_studyset(
     return StudySet(studies, peaks, source=f"simulate(seed={seed})", log=log)
 
 
-def _format_cell(value: Any, missing: str = "NA") -> str:
-    if isinstance(value, str):
-        return value
-    if value is None or pd.isna(value):
-        return missing
-    value = float(value)
-    return str(int(value)) if value.is_integer() else format(value, ".10g")
-
-
-def _format_coordinate(value: float) -> str:
-    value = float(value) + 0.0  # no "-0"
-    return f"{value:.0f}" if value.is_integer() else f"{value:.2f}"
-
-
-def _write_folder(studyset: StudySet, folder: Path) -> None:
-    studies = studyset.studies
-    lines = ["\t".join(map(str, studies.columns))]
-    for _, row in studies.iterrows():
-        cells = [_format_cell(row[c], missing="" if c == "n2" else "NA") for c in studies.columns]
-        lines.append("\t".join(cells))
-    (folder / "sdm_table.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    for name in studies["study"]:
-        peaks = studyset.peaks_of(name)
-        if peaks.empty:
-            (folder / f"{name}.no_peaks.txt").write_text("", encoding="utf-8")
-            continue
-        text = "".join(
-            "\t".join([*(_format_coordinate(v) for v in (p.x_orig, p.y_orig, p.z_orig)),
-                       f"{p.t:.2f}"]) + "\n"
-            for p in peaks.itertuples()
-        )
-        (folder / peaks["source"].iloc[0]).write_text(text, encoding="utf-8")
-
-
-def write_studyset(studyset: StudySet, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write a simulated :class:`StudySet` as an SDM folder, atomically.
-
-    The folder is built under a temporary sibling name and renamed into place, so an
-    interrupted run leaves no half-written folder.
-
-    Parameters
-    ----------
-    studyset : StudySet
-        As returned by :func:`simulate_studyset` (uses the ``*_orig`` and ``source`` columns).
-    out_dir : path
-        The folder to write; it must not exist or be empty unless ``overwrite``.
-    overwrite : bool, default False
-        Replace an existing non-empty folder, all its files included.
-
-    Returns
-    -------
-    Path
-        ``out_dir``.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} exists and is not a folder; choose another out_dir")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"{out_dir} exists and is not empty; pass overwrite=True to replace it "
-            "or choose another out_dir"
-        )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # a sibling, so the final rename stays on one file system; mkdir honours the umask
-    building = out_dir.parent / f".{out_dir.name}.{secrets.token_hex(6)}.tmp"
-    building.mkdir()
-    try:
-        _write_folder(studyset, building)
-        if out_dir.is_dir() and any(out_dir.iterdir()):
-            retired = out_dir.parent / f".{out_dir.name}.{secrets.token_hex(6)}.old"
-            os.replace(out_dir, retired)
-            os.replace(building, out_dir)
-            shutil.rmtree(retired)
-        else:
-            os.replace(building, out_dir)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
-    return out_dir
-
-
 def simulate_studies(
     table: pd.DataFrame,
     effects: Sequence[TrueEffect] | None,
@@ -605,7 +433,7 @@ def simulate_studies(
     table, effects, seed, mask
         As in :func:`simulate_studyset`.
     out_dir : path
-        As in :func:`write_studyset`.
+        As in :func:`~daskmeta.sdm_writer.write_studyset`.
     overwrite : bool, default False
         Replace an existing non-empty folder.
     **options
@@ -620,66 +448,3 @@ def simulate_studies(
     """
     studyset = simulate_studyset(table, effects, seed, mask, **options)
     return write_studyset(studyset, out_dir, overwrite=overwrite)
-
-
-def null_studies(
-    out_dir: str | os.PathLike, n_studies: int = 20, seed: int = 0, **table_options: Any
-) -> Path:
-    """Write an SDM folder of ``n_studies`` synthetic studies with only spurious peaks.
-
-    For null calibration: peaks spread uniformly over grey matter, no true effect.
-    ``table_options`` go to :func:`simulate_table`.
-    """
-    table = simulate_table(n_studies, seed=seed, **table_options)
-    return simulate_studies(table, None, out_dir, seed)
-
-
-def planted_studies(
-    out_dir: str | os.PathLike,
-    location: Sequence[float] = (-4.0, -56.0, 30.0),
-    n_studies: int = 20,
-    seed: int = 0,
-    sign: int = 1,
-    probability: float = 0.9,
-    **table_options: Any,
-) -> Path:
-    """Write an SDM folder where most studies report a peak near ``location``.
-
-    One :class:`TrueEffect` named ``planted`` at ``location`` (SPM-MNI mm) with ``sign`` and
-    ``probability``; with the defaults about two studies in three report a peak within
-    8 mm of it (72% of jittered peaks land within 8 mm). ``table_options`` go to
-    :func:`simulate_table`.
-    """
-    effect = TrueEffect(*location, sign=sign, probability=probability, name="planted")
-    table = simulate_table(n_studies, seed=seed, **table_options)
-    return simulate_studies(table, [effect], out_dir, seed)
-
-
-def clbp_table() -> pd.DataFrame:
-    """The packaged CLBP study table (24 included experiments) ready for simulation.
-
-    Keeps ``included == yes`` rows of ``daskmeta/data/clbp_studies.tsv`` and renames the
-    covariates: ``age`` = patients' mean age (``age1``), ``duration`` = ``duration_months``,
-    ``vas`` and ``modality``; ``threshold``, ``space`` and ``n_peaks`` steer the simulation.
-    """
-    source = resources.files("daskmeta").joinpath("data/clbp_studies.tsv")
-    with source.open("r", encoding="utf-8") as handle:
-        raw = pd.read_csv(handle, sep="\t", na_values=["NA"], keep_default_na=False)
-    raw = raw[raw["included"] == "yes"]
-    table = raw.rename(columns={"age1": "age", "duration_months": "duration"})
-    columns = ["study", "n1", "n2", "threshold", "space", "n_peaks",
-               "age", "duration", "vas", "modality"]
-    return table[columns].reset_index(drop=True)
-
-
-def write_clbp_example(
-    out_dir: str | os.PathLike, seed: int = CLBP_SEED, overwrite: bool = False
-) -> Path:
-    """Write the CLBP example folder: real study table, SIMULATED peaks.
-
-    The 24 included experiments of :func:`clbp_table` (published sample sizes, thresholds
-    and peak counts) with peaks simulated around :data:`CLBP_EFFECTS` (assumptions, not
-    findings) by :func:`simulate_studies` with its defaults. ``examples/clbp`` holds this
-    folder for ``seed=2024``; ``overwrite`` as in :func:`write_studyset`.
-    """
-    return simulate_studies(clbp_table(), list(CLBP_EFFECTS), out_dir, seed, overwrite=overwrite)

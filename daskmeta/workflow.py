@@ -125,7 +125,7 @@ def export_analysis(result: Any, out_dir: os.PathLike, threshold_params: dict[st
 
     from daskmeta.nifti import to_nifti
     from daskmeta.report import write_report
-    from daskmeta.stats.null import cluster_p_fwe
+    from daskmeta.stats.pvalues import cluster_p_fwe
     from daskmeta.threshold import threshold
 
     out_dir = Path(out_dir)

@@ -7,9 +7,11 @@ import pytest
 from daskmeta.analysis import mean, select_studies
 from daskmeta.grid import load_mask
 from daskmeta.preprocess import recreate
-from daskmeta.simulate import TrueEffect, simulate_studyset, simulate_table
-from daskmeta.stats.null import p_from_histogram, relocate
+from daskmeta.simulate import TrueEffect, simulate_studyset
+from daskmeta.stats.null import relocate
+from daskmeta.stats.pvalues import p_from_histogram
 from daskmeta.stats.random_effects import dersimonian_laird
+from daskmeta.synthetic import simulate_table
 from daskmeta.threshold import threshold
 
 

@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 from daskmeta.cli import app
 from daskmeta.grid import GRID_AFFINE
-from daskmeta.simulate import TrueEffect, simulate_studies, simulate_table
+from daskmeta.simulate import TrueEffect, simulate_studies
 from daskmeta.store import is_complete, read_group
+from daskmeta.synthetic import simulate_table
 
 runner = CliRunner()
 

@@ -12,15 +12,12 @@ from daskmeta.stats.null import (
     N_HIST,
     NullSummary,
     bin_index,
-    cluster_p_fwe,
     combine,
     histogram,
-    p_from_histogram,
-    p_fwe,
     randomization_block,
     relocate,
-    z_threshold_for_p,
 )
+from daskmeta.stats.pvalues import cluster_p_fwe, p_from_histogram, p_fwe, z_threshold_for_p
 from daskmeta.stats.random_effects import dersimonian_laird
 
 

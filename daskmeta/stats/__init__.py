@@ -8,15 +8,12 @@ from daskmeta.stats.null import (
     BINS,
     N_HIST,
     NullSummary,
-    cluster_p_fwe,
     combine,
     histogram,
-    p_from_histogram,
-    p_fwe,
     randomization_block,
     relocate,
-    z_threshold_for_p,
 )
+from daskmeta.stats.pvalues import cluster_p_fwe, p_from_histogram, p_fwe, z_threshold_for_p
 from daskmeta.stats.random_effects import (
     Heterogeneity,
     RandomEffects,
