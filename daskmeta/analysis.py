@@ -56,6 +56,19 @@ def select_studies(maps: xr.Dataset, where: str | None = None, studies: list[str
     return maps.isel(study=np.flatnonzero(keep))
 
 
+def prepare_studies(maps: xr.Dataset, where: str | None = None, studies: list[str] | None = None,
+                    name: str = "analysis", minimum: int = 2) -> xr.Dataset:
+    """Selected study maps as Dask arrays with one chunk along ``study``, voxel chunks kept.
+
+    The voxel ``x, y, z`` coordinates are dropped: results use ``z`` for SDM-Z.
+    """
+    selected = select_studies(maps, where, studies, name, minimum)
+    selected = selected.drop_vars([c for c in ("x", "y", "z") if c in selected.coords])
+    if selected.effect.chunks is None:
+        return selected.chunk({"study": -1, "voxel": VOXEL_CHUNK})
+    return selected.chunk({"study": -1})
+
+
 def _pool(effect: np.ndarray, variance: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(dersimonian_laird(effect, variance, axis=-1))
 
@@ -118,12 +131,7 @@ def mean(
     DerSimonian R, Laird N (1986). Control Clin Trials 7:177.
     Radua J et al. (2012). Eur Psychiatry 27:605.
     """
-    selected = select_studies(maps, where, studies, name)
-    selected = selected.drop_vars([c for c in ("x", "y", "z") if c in selected.coords])
-    if selected.effect.chunks is None:
-        selected = selected.chunk({"study": -1, "voxel": VOXEL_CHUNK})
-    else:
-        selected = selected.chunk({"study": -1})
+    selected = prepare_studies(maps, where, studies, name)
     pooled = pool(selected)
     n_studies = selected.sizes["study"]
     peaks = None

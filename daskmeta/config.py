@@ -31,7 +31,7 @@ THRESHOLD_KEYS = {"p": float, "peak_z": float, "extent": int}
 ANALYSIS_TYPES = {"mean"}
 ANALYSIS_KEYS = {
     "mean": {"type": str, "where": str, "studies": list, "permutations": int, "seed": int,
-             "block_size": int, "threshold": dict},
+             "block_size": int, "threshold": dict, "jackknife": bool, "jackknife_maps": bool},
 }
 THRESHOLD_DEFAULTS = {"p": 0.005, "peak_z": 1.0, "extent": 10}
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -55,6 +55,8 @@ def _typed(value: Any, kind: type, where: str) -> Any:
     if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is bool and isinstance(value, bool):
         return value
     if kind in (str, list, dict) and isinstance(value, kind):
         return value

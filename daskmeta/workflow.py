@@ -80,6 +80,22 @@ def _analysis_key(settings: dict[str, Any], maps_attrs: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _computed(store: str | os.PathLike, group: str, key: str, build: Any, label: str,
+              client: Any, force: bool) -> Any:
+    """The in-memory result of ``store/group``: read when complete with ``key``, else built
+    (lazily, by ``build()``), written with a progress bar and read back."""
+    from daskmeta.store import read_group
+
+    attrs = group_attrs(store, group) or {}
+    if not force and is_complete(store, group) and attrs.get("analysis_key") == key:
+        print(f"daskmeta: {group}: complete in {store} (not recomputed)", file=sys.stderr)
+    else:
+        result = build()
+        result.attrs["analysis_key"] = key
+        write_group(result, store, group, compute=lambda d: compute(d, client, label))
+    return read_group(store, group).compute()
+
+
 def run_analysis(
     name: str,
     settings: dict[str, Any],
@@ -90,66 +106,36 @@ def run_analysis(
     client: Any = None,
     force: bool = False,
 ) -> dict[str, Any]:
-    """Compute (or resume) one analysis, write it to the store, export maps, table and report."""
+    """Compute (or resume) one mean analysis and its jackknife, write them, export everything."""
     from pathlib import Path
 
     from daskmeta.analysis import DEFAULT_PERMUTATIONS, mean
-    from daskmeta.store import read_group
+    from daskmeta.export import cluster_table, write_analysis, write_jackknife
+    from daskmeta.jackknife import jackknife, replication, replication_counts
 
-    group = f"analyses/{name}"
     key = _analysis_key(settings, dict(maps.attrs))
-    attrs = group_attrs(store, group) or {}
-    if not force and is_complete(store, group) and attrs.get("analysis_key") == key:
-        print(f"daskmeta: {name}: complete in {store} (not recomputed)", file=sys.stderr)
-    else:
-        permutations = int(settings.get("permutations", DEFAULT_PERMUTATIONS))
-        result = mean(
-            maps, where=settings.get("where"), studies=settings.get("studies"),
-            permutations=permutations, seed=int(settings.get("seed", 0)), name=name,
-            block_size=int(settings.get("block_size", 10)),
-            voxel_p=float(threshold_params["p"]),
-        )
-        result.attrs["analysis_key"] = key
-        label = (f"daskmeta: {name}: mean of {result.attrs['n_studies']} studies, "
-                 f"{permutations} randomizations")
-        write_group(result, store, group, compute=lambda d: compute(d, client, label))
-    result = read_group(store, group).compute()
-    return export_analysis(result, Path(out) / name, threshold_params)
-
-
-def export_analysis(result: Any, out_dir: os.PathLike, threshold_params: dict[str, Any]) -> dict[str, Any]:
-    """NIfTI maps, ``clusters.tsv`` and the report of a computed analysis result."""
-    from pathlib import Path
-
-    import numpy as np
-
-    from daskmeta.nifti import to_nifti
-    from daskmeta.report import write_report
-    from daskmeta.stats.pvalues import cluster_p_fwe
-    from daskmeta.threshold import threshold
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    mask = result.attrs["mask"]
-    for variable in ("z", "p", "p_fwe", "effect", "variance", "i2", "tau2", "q", "q_z"):
-        to_nifti(result[variable].values, out_dir / f"{variable}.nii.gz", mask=mask)
-    found = threshold(result, p=threshold_params["p"], peak_z=threshold_params["peak_z"],
-                      extent=threshold_params["extent"], mask=mask)
-    table = found.table.copy()
-    if len(table):
-        positive = table["direction"] == "positive"
-        sizes = table["voxels"].to_numpy()
-        table["cluster_p_fwe"] = np.where(
-            positive, cluster_p_fwe(sizes, result["null_max_cluster_pos"].values),
-            cluster_p_fwe(sizes, result["null_max_cluster_neg"].values))
-    else:
-        table["cluster_p_fwe"] = []
-    table.to_csv(out_dir / "clusters.tsv", sep="\t", index=False, float_format="%.6g")
-    to_nifti(np.where(found.labels != 0, result["z"].values, 0.0), out_dir / "z_thresholded.nii.gz",
-             mask=mask)
-    to_nifti(found.labels.astype(np.int16), out_dir / "clusters.nii.gz", mask=mask)
-    report = write_report(result, table, out_dir, threshold_params)
-    return {"clusters": table, "labels": found.labels, "report": report, "out": out_dir}
+    permutations = int(settings.get("permutations", DEFAULT_PERMUTATIONS))
+    common = {"where": settings.get("where"), "studies": settings.get("studies"),
+              "permutations": permutations, "seed": int(settings.get("seed", 0)),
+              "block_size": int(settings.get("block_size", 10))}
+    result = _computed(
+        store, f"analyses/{name}", key,
+        lambda: mean(maps, name=name, voxel_p=float(threshold_params["p"]), **common),
+        f"daskmeta: {name}: random-effects mean, {permutations} randomizations", client, force)
+    found, table = cluster_table(result, threshold_params)
+    out_dir = Path(out) / name
+    if settings.get("jackknife"):
+        runs = _computed(
+            store, f"analyses/{name}/jackknife", key,
+            lambda: jackknife(maps, name=f"{name}/jackknife", **common),
+            f"daskmeta: {name}: leave-one-out jackknife of {result.attrs['n_studies']} studies",
+            client, force)
+        detail = replication(found.labels, runs, threshold_params["p"], threshold_params["peak_z"],
+                             threshold_params["extent"])
+        counts = replication_counts(detail, runs.sizes["left_out"])
+        table["jackknife"] = table["cluster"].map(counts).fillna("")
+        write_jackknife(runs, detail, out_dir, maps=bool(settings.get("jackknife_maps")))
+    return write_analysis(result, found, table, out_dir, threshold_params)
 
 
 def validate_selections(studies: StudySet, analyses: dict[str, dict[str, Any]]) -> None:
