@@ -28,10 +28,13 @@ from daskmeta.errors import ConfigError
 TOP_KEYS = {"studies", "store", "out", "preprocess", "threshold", "analyses", "cluster"}
 PREPROCESS_KEYS = {"mask": str, "fwhm": float, "anisotropy": float, "beta": float}
 THRESHOLD_KEYS = {"p": float, "peak_z": float, "extent": int}
-ANALYSIS_TYPES = {"mean"}
+ANALYSIS_TYPES = {"mean", "compare", "multimodal"}
+_NULL_KEYS = {"type": str, "where": str, "studies": list, "permutations": int, "seed": int,
+              "block_size": int, "threshold": dict}
 ANALYSIS_KEYS = {
-    "mean": {"type": str, "where": str, "studies": list, "permutations": int, "seed": int,
-             "block_size": int, "threshold": dict, "jackknife": bool, "jackknife_maps": bool},
+    "mean": {**_NULL_KEYS, "jackknife": bool, "jackknife_maps": bool, "regressors": list},
+    "compare": {**_NULL_KEYS, "groups": list},
+    "multimodal": {"type": str, "of": list, "threshold": dict},
 }
 THRESHOLD_DEFAULTS = {"p": 0.005, "peak_z": 1.0, "extent": 10}
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -72,6 +75,23 @@ def _section(raw: Any, keys: dict[str, type], where: str, path: Path) -> dict[st
     if unknown:
         raise ConfigError(f"{path}: unknown key '{where}.{unknown[0]}'; known: {sorted(keys)}")
     return {key: _typed(value, keys[key], f"{path}: '{where}.{key}'") for key, value in raw.items()}
+
+
+def _check_kind(path: Path, name: str, settings: dict[str, Any]) -> None:
+    """Checks specific to each analysis type."""
+    kind = settings["type"]
+    if kind == "compare":
+        groups = settings.get("groups")
+        if not groups or len(groups) != 2 or not all(isinstance(g, str) for g in groups):
+            raise ConfigError(f"{path}: 'analyses.{name}.groups' must be two study filters, "
+                              f"e.g. [\"modality == 'ReHo'\", \"modality == 'ALFF'\"]")
+    if kind == "multimodal":
+        of = settings.get("of")
+        if not of or len(of) != 2:
+            raise ConfigError(f"{path}: 'analyses.{name}.of' must name two mean analyses")
+    for column in settings.get("regressors", []):
+        if not isinstance(column, str):
+            raise ConfigError(f"{path}: 'analyses.{name}.regressors' must list study columns")
 
 
 def load_config(path: str | os.PathLike) -> Config:
@@ -119,7 +139,13 @@ def load_config(path: str | os.PathLike) -> Config:
                 checked["threshold"], THRESHOLD_KEYS, f"analyses.{name}.threshold", path)}
         if checked.get("permutations", 1) < 1:
             raise ConfigError(f"{path}: 'analyses.{name}.permutations' must be >= 1")
+        _check_kind(path, str(name), checked)
         analyses[str(name)] = checked
+    for name, settings in analyses.items():
+        for other in settings.get("of", []):
+            if analyses.get(other, {}).get("type", "mean") != "mean" or other not in analyses:
+                raise ConfigError(f"{path}: 'analyses.{name}.of' names {other!r}, which is not a "
+                                  f"mean analysis of this file")
     return Config(
         path=path, studies=Path(_typed(raw["studies"], str, f"{path}: 'studies'")),
         store=_typed(raw["store"], str, f"{path}: 'store'"),

@@ -34,12 +34,14 @@ obsessive-compulsive disorder. Br J Psychiatry 195:393-402 (SDM linear models).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from daskmeta.stats.null import N_HIST, histogram
 
 __all__ = [
     "SDM_CONTRASTS",
@@ -375,3 +377,31 @@ def linear_contrasts(
         variance = np.einsum("p,pq...,q->...", c, result.cov, c)
         out[name] = Contrast(estimate, variance, estimate / np.sqrt(variance))
     return out
+
+
+def regression_null_block(
+    effect: ArrayLike, variance: ArrayLike, design: ArrayLike,
+    seeds: Sequence[np.random.SeedSequence], contrasts: Mapping[str, ArrayLike] = SDM_CONTRASTS,
+) -> NDArray[np.int64]:
+    """Null histograms of the SDM contrasts' z over a block of randomizations.
+
+    Each randomization relocates every study's voxels (uniform draws with replacement, the
+    draw of :func:`daskmeta.stats.null.relocate`); each study keeps its covariate row of
+    ``design`` (spec section 8).
+
+    Returns
+    -------
+    ndarray of int64, shape (n_contrasts, N_HIST)
+        One histogram per contrast, in the order of ``contrasts``.
+    """
+    y = np.asarray(effect, dtype=np.float64)
+    v = np.asarray(variance, dtype=np.float64)
+    k, n_voxels = y.shape
+    hist = np.zeros((len(contrasts), N_HIST), dtype=np.int64)
+    offsets = np.arange(0, k * n_voxels, n_voxels)[:, None]
+    for sequence in seeds:
+        source = np.random.default_rng(sequence).integers(0, n_voxels, size=(k, n_voxels)) + offsets
+        fitted = linear_contrasts(meta_regression(y.take(source), v.take(source), design), contrasts)
+        for row, contrast in enumerate(fitted.values()):
+            hist[row] += histogram(contrast.z)
+    return hist
