@@ -79,3 +79,62 @@ def write_jackknife(runs: xr.Dataset, detail: pd.DataFrame, out_dir: str | os.Pa
                 path = out_dir / "jackknife" / f"without_{study}_{variable}.nii.gz"
                 to_nifti(runs[variable].values[j], path, mask=runs.attrs["mask"])
     return path
+
+
+#: Maps of a linear model (meta-regression or comparison) written as ``<name>.nii.gz``.
+LINEAR_MODEL_MAPS = ("z", "p", "p_slope", "slope", "effect_0", "z_0", "p_0", "effect_1", "z_1", "p_1",
+                     "tau2", "q_e")
+
+
+def overlap_flags(table: pd.DataFrame, labels: np.ndarray, other: np.ndarray) -> list[bool]:
+    """For each row's cluster, whether any of its voxels is set in ``other`` (a bool vector)."""
+    signed = np.where(table["direction"] == "positive", table["cluster"], -table["cluster"])
+    return [bool(other[labels == label].any()) for label in signed]
+
+
+def write_linear_model(result: xr.Dataset, maps: xr.Dataset, threshold_params: dict[str, Any],
+                       out_dir: str | os.PathLike, mean_labels: np.ndarray | None = None,
+                       heterogeneous: np.ndarray | None = None) -> dict[str, Any]:
+    """Maps, ``clusters.tsv`` and a scatter plot per cluster peak of a linear model.
+
+    For meta-regressions the table says whether each cluster overlaps a cluster of the mean
+    analysis (``overlaps_mean``) or voxels of significant heterogeneity
+    (``overlaps_heterogeneity``), as SDM advises (spec section 8).
+    """
+    from daskmeta.bias import extract
+    from daskmeta.grid import load_mask, mm_to_ijk
+    from daskmeta.plots import scatter_plot
+    from daskmeta.stats.regression import original_units
+    from daskmeta.threshold import threshold
+
+    out_dir = Path(out_dir)
+    mask = result.attrs["mask"]
+    for variable in LINEAR_MODEL_MAPS:
+        to_nifti(result[variable].values, out_dir / f"{variable}.nii.gz", mask=mask)
+    found = threshold(result, p=threshold_params["p"], peak_z=threshold_params["peak_z"],
+                      extent=threshold_params["extent"], mask=mask)
+    table = found.table.drop(columns=["heterogeneity"], errors="ignore")
+    if mean_labels is not None:
+        table["overlaps_mean"] = overlap_flags(table, found.labels, mean_labels != 0)
+    if heterogeneous is not None:
+        table["overlaps_heterogeneity"] = overlap_flags(table, found.labels, heterogeneous)
+    table["scatter"] = ""
+    peaks = table[table["peak_type"] == "cluster"]
+    if len(peaks):
+        studies = list(result.attrs["studies"])
+        values = extract(maps, peaks[["x", "y", "z"]].to_numpy(float), studies).compute()
+        covariate = np.asarray(result.attrs["covariate"], dtype=np.float64)
+        label = result.attrs["regressor"] or "group (0 = A, 1 = B)"
+        lookup = load_mask(mask).lookup
+        for n, (_, row) in enumerate(peaks.iterrows()):
+            voxel = int(lookup[tuple(mm_to_ijk(row[["x", "y", "z"]].to_numpy(float))[0])])
+            intercept, slope = original_units(result.effect_0.values[voxel], result.slope.values[voxel],
+                                              result.attrs["low"], result.attrs["high"])
+            name = f"scatter_cluster{int(row['cluster'])}.png"
+            scatter_plot(covariate, values.effect.values[n], values.variance.values[n], intercept, slope,
+                         out_dir / name, xlabel=label,
+                         title=f"{result.attrs['name']}: cluster {int(row['cluster'])} "
+                               f"({row['x']:.0f}, {row['y']:.0f}, {row['z']:.0f})")
+            table.loc[table["cluster"] == row["cluster"], "scatter"] = name
+    write_table(table, out_dir / "clusters.tsv")
+    return {"clusters": table, "labels": found.labels, "out": out_dir}

@@ -71,6 +71,8 @@ REFERENCES: tuple[str, ...] = (
     "Fonov V, Evans AC, Botteron K, Almli CR, McKinstry RC, Collins DL; Brain Development "
     "Cooperative Group. Unbiased average age-appropriate atlases for pediatric studies. "
     "NeuroImage 2011;54:313-327.",
+    "Egger M, Davey Smith G, Schneider M, Minder C. Bias in meta-analysis detected by a "
+    "simple, graphical test. BMJ 1997;315:629-634.",
     "DerSimonian R, Laird N. Meta-analysis in clinical trials. Control Clin Trials "
     "1986;7:177-188.",
     "Higgins JPT, Thompson SG. Quantifying heterogeneity in a meta-analysis. Stat Med "
@@ -176,6 +178,26 @@ def _kernel_text(preprocess: dict[str, Any]) -> str:
             "and CSF probabilities of the ICBM152 2009 tissue templates (Fonov et al. 2011) at "
             f"the step's two voxels, with beta = {_num(beta)}.")
     return text + f" D was the anisotropic distance '{kernel}' (beta = {_num(beta)})."
+
+
+def _sensitivity_text(clusters: pd.DataFrame, result: xr.Dataset) -> str:
+    """Sentences on the jackknife and Egger analyses when the workflow ran them."""
+    sentences = []
+    if "jackknife" in clusters.columns:
+        k = int(result.attrs["n_studies"])
+        sentences.append(
+            f" Robustness was assessed with a leave-one-out jackknife: the analysis was repeated {k} "
+            "times, each time without one study, with the same parameters, "
+            f"{int(result.attrs['permutations'])} randomizations of its own null and the same "
+            "thresholds; a cluster counted as replicated in a run with a significant cluster of the same sign overlapping it by at least one voxel "
+            "(chosen in daskmeta), and the count is reported as replicated/k (Radua & Mataix-Cols 2009).")
+    if "egger_p" in clusters.columns:
+        sentences.append(
+            " At each cluster peak, the studies' effect sizes and variances were extracted, "
+            "small-study effects were tested with Egger's regression test (intercept of the "
+            "regression of effect/SE on 1/SE, t with k - 2 df; Egger et al. 1997) and funnel plots "
+            "were drawn.")
+    return "".join(sentences)
 
 
 def methods_text(result: xr.Dataset, threshold: dict[str, Any]) -> str:
@@ -314,6 +336,10 @@ def _peaks_table(clusters: pd.DataFrame) -> list[str]:
               "Breakdown", "Heterogeneous (I2)", "p_FWE voxel"]
     if has_cluster_fwe:
         header.append("p_FWE cluster")
+    # per-cluster extras written by the workflow, shown on the cluster's main row
+    extras = [(column, title) for column, title in (("jackknife", "Jackknife"), ("egger_p", "Egger p"))
+              if column in clusters.columns]
+    header += [title for _, title in extras]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in clusters.head(MAX_TABLE_ROWS).itertuples(index=False):
         first = row.peak_type == "cluster"
@@ -329,6 +355,10 @@ def _peaks_table(clusters: pd.DataFrame) -> list[str]:
         ]
         if has_cluster_fwe:
             cells.append(_p(row.cluster_p_fwe) if first else "")
+        for column, _ in extras:
+            value = getattr(row, column)
+            text = _p(value) if isinstance(value, float) else str(value)
+            cells.append(text if first and not pd.isna(value) else "")
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     if len(clusters) > MAX_TABLE_ROWS:
         lines.append(f"\n({len(clusters) - MAX_TABLE_ROWS} more peaks in `clusters.tsv`.)")
@@ -447,7 +477,7 @@ def write_report(
         f"*Glass brain: SDM-Z of the voxels with p < {_num(threshold['p'])} (no extent or "
         "peak-height filter); red positive, blue negative.*", "",
         "## Randomization null", "", *_null_facts(result, threshold), "",
-        "## Methods", "", methods_text(result, threshold), "",
+        "## Methods", "", methods_text(result, threshold) + _sensitivity_text(clusters, result), "",
         "## References", "", *[f"{n}. {ref}" for n, ref in enumerate(REFERENCES, start=1)], "",
         "## Provenance", "",
         f"- Studies ({int(attrs['n_studies'])}): {', '.join(map(str, attrs.get('studies', [])))}.",

@@ -110,6 +110,7 @@ def run_analysis(
     from pathlib import Path
 
     from daskmeta.analysis import DEFAULT_PERMUTATIONS, mean
+    from daskmeta.bias import publication_bias
     from daskmeta.export import cluster_table, write_analysis, write_jackknife
     from daskmeta.jackknife import jackknife, replication, replication_counts
 
@@ -135,23 +136,125 @@ def run_analysis(
         counts = replication_counts(detail, runs.sizes["left_out"])
         table["jackknife"] = table["cluster"].map(counts).fillna("")
         write_jackknife(runs, detail, out_dir, maps=bool(settings.get("jackknife_maps")))
+    bias = publication_bias(maps, table, list(result.attrs["studies"]), out_dir, name)
+    if len(bias):
+        table = table.merge(bias[["cluster", "egger_p"]], on="cluster", how="left")
+    else:
+        table["egger_p"] = []
+    for regressor in settings.get("regressors", []):
+        run_linear_model(f"{name}/regression_{regressor}", {**settings, "regressor": regressor}, maps,
+                         store, out, threshold_params, client, force, key=key, mean_result=result,
+                         mean_labels=found.labels)
     return write_analysis(result, found, table, out_dir, threshold_params)
 
 
+def run_linear_model(
+    name: str,
+    settings: dict[str, Any],
+    maps: Any,
+    store: str | os.PathLike,
+    out: os.PathLike,
+    threshold_params: dict[str, Any],
+    client: Any = None,
+    force: bool = False,
+    key: str | None = None,
+    mean_result: Any = None,
+    mean_labels: Any = None,
+) -> dict[str, Any]:
+    """Compute (or resume) a meta-regression or group comparison and export it.
+
+    ``name`` may be ``MEAN/regression_COLUMN`` for the regressions of a mean analysis: the
+    group is then ``analyses/MEAN/regression_COLUMN`` and the outputs go to
+    ``out/MEAN/regression_COLUMN/``.
+    """
+    from pathlib import Path
+
+    from daskmeta.analysis import DEFAULT_PERMUTATIONS
+    from daskmeta.export import write_linear_model
+    from daskmeta.linear_model import linear_model
+    from daskmeta.threshold import HETEROGENEITY_P
+
+    key = key or _analysis_key(settings, dict(maps.attrs))
+    permutations = int(settings.get("permutations", DEFAULT_PERMUTATIONS))
+    regressor = settings.get("regressor")
+    groups = tuple(settings["groups"]) if settings.get("groups") else None
+    result = _computed(
+        store, f"analyses/{name}", key,
+        lambda: linear_model(
+            maps, regressor=regressor, groups=groups, where=settings.get("where"),
+            studies=settings.get("studies"), permutations=permutations,
+            seed=int(settings.get("seed", 0)), name=name,
+            block_size=int(settings.get("block_size", 10)), check_p=float(threshold_params["p"])),
+        f"daskmeta: {name}: {'meta-regression on ' + regressor if regressor else 'comparison'}, "
+        f"{permutations} randomizations", client, force)
+    heterogeneous = None
+    if mean_result is not None:
+        heterogeneous = mean_result["p_q"].values < HETEROGENEITY_P
+    output = write_linear_model(result, maps, threshold_params, Path(out) / name, mean_labels, heterogeneous)
+    if result.attrs.get("dropped"):
+        print(f"daskmeta: {name}: studies without {regressor} dropped: {result.attrs['dropped']}",
+              file=sys.stderr)
+    return output
+
+
+def run_multimodal(
+    name: str, settings: dict[str, Any], store: str | os.PathLike, out: os.PathLike,
+    threshold_params: dict[str, Any],
+) -> dict[str, Any]:
+    """The multimodal overlap of two mean analyses already in the store, written and exported."""
+    from pathlib import Path
+
+    from daskmeta.export import write_table
+    from daskmeta.multimodal import multimodal, overlap_tables
+    from daskmeta.nifti import to_nifti
+    from daskmeta.store import read_group
+
+    first, second = (read_group(store, f"analyses/{other}") for other in settings["of"])
+    write_group(multimodal(first, second, name=name), store, f"analyses/{name}")
+    result = read_group(store, f"analyses/{name}").compute()
+    same, opposite = overlap_tables(result, p=threshold_params["p"], peak_z=threshold_params["peak_z"],
+                                    extent=threshold_params["extent"])
+    out_dir = Path(out) / name
+    for variable in ("z", "p", "z_opposite", "p_opposite"):
+        to_nifti(result[variable].values, out_dir / f"{variable}.nii.gz", mask=result.attrs["mask"])
+    write_table(same.table, out_dir / "clusters.tsv")
+    write_table(opposite.table, out_dir / "clusters_opposite.tsv")
+    return {"clusters": same.table, "opposite": opposite.table, "labels": same.labels, "out": out_dir}
+
+
 def validate_selections(studies: StudySet, analyses: dict[str, dict[str, Any]]) -> None:
-    """Check every analysis selects >= 2 studies before any heavy work starts."""
+    """Check what every analysis selects before any heavy work starts."""
+    import pandas as pd
+
     from daskmeta.errors import ConfigError
 
-    for name, settings in analyses.items():
+    def selected(name: str, where: str | None, names: list[str] | None, minimum: int) -> StudySet:
         try:
-            chosen = studies.select(settings.get("where"), settings.get("studies"))
+            chosen = studies.select(where, names)
         except ValueError as exc:
             raise ConfigError(f"analysis '{name}': {exc}") from exc
-        if len(chosen) < 2:
-            raise ConfigError(
-                f"analysis '{name}' selects {len(chosen)} studies "
-                f"(where: {settings.get('where')!r}); it needs at least 2"
-            )
+        if len(chosen) < minimum:
+            raise ConfigError(f"analysis '{name}' selects {len(chosen)} studies (where: {where!r}); "
+                              f"it needs at least {minimum}")
+        return chosen
+
+    for name, settings in analyses.items():
+        kind = settings.get("type", "mean")
+        if kind == "multimodal":
+            continue
+        minimum = 3 if settings.get("jackknife") or settings.get("regressors") else 2
+        chosen = selected(name, settings.get("where"), settings.get("studies"), minimum)
+        for group in settings.get("groups", []):
+            query = f"({settings['where']}) and ({group})" if settings.get("where") else group
+            selected(f"{name}' group '{group}", query, settings.get("studies"), 2)
+        for column in settings.get("regressors", []):
+            if column not in chosen.studies:
+                raise ConfigError(f"analysis '{name}': regressor '{column}' is not a study column "
+                                  f"({', '.join(map(str, chosen.studies.columns))})")
+            if not pd.api.types.is_numeric_dtype(chosen.studies[column]):
+                raise ConfigError(f"analysis '{name}': regressor '{column}' is not numeric")
+            if chosen.studies[column].notna().sum() < 3:
+                raise ConfigError(f"analysis '{name}': fewer than 3 studies have '{column}'")
 
 
 def run_config(
@@ -184,11 +287,20 @@ def run_config(
         preprocess_to_store(studies, config.store, config.preprocess, client=client,
                             scheduler=scheduler, force=force)
         maps = read_group(config.store, "studies")
-        for name, settings in analyses.items():
+        order = sorted(analyses, key=lambda n: analyses[n].get("type", "mean") == "multimodal")
+        for name in order:
+            settings = analyses[name]
             threshold_params = settings.get("threshold", config.threshold)
-            outputs[name] = run_analysis(name, settings, maps, config.store, config.out,
-                                         threshold_params, client=client, force=force)
+            kind = settings.get("type", "mean")
+            if kind == "mean":
+                outputs[name] = run_analysis(name, settings, maps, config.store, config.out,
+                                             threshold_params, client=client, force=force)
+            elif kind == "compare":
+                outputs[name] = run_linear_model(name, settings, maps, config.store, config.out,
+                                                 threshold_params, client=client, force=force)
+            else:
+                outputs[name] = run_multimodal(name, settings, config.store, config.out,
+                                               threshold_params)
             n = len(outputs[name]["clusters"].drop_duplicates("cluster"))
-            print(f"daskmeta: {name}: {n} cluster(s); report {outputs[name]['report']}",
-                  file=sys.stderr)
+            print(f"daskmeta: {name}: {n} cluster(s) in {outputs[name]['out']}", file=sys.stderr)
     return outputs
