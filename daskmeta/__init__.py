@@ -22,6 +22,13 @@ _API = {
     "hedges_g": "daskmeta.effect_size",
     "threshold": "daskmeta.threshold",
     "mean": "daskmeta.analysis",
+    "jackknife": "daskmeta.jackknife",
+    "linear_model": "daskmeta.linear_model",
+    "multimodal": "daskmeta.multimodal",
+    "extract": "daskmeta.bias",
+    "publication_bias": "daskmeta.bias",
+    "egger_test": "daskmeta.stats.egger",
+    "meta_regression": "daskmeta.stats.regression",
 }
 
 __all__ = ["__version__", *_API]
