@@ -189,8 +189,9 @@ def _sensitivity_text(clusters: pd.DataFrame, result: xr.Dataset) -> str:
             f" Robustness was assessed with a leave-one-out jackknife: the analysis was repeated {k} "
             "times, each time without one study, with the same parameters, "
             f"{int(result.attrs['permutations'])} randomizations of its own null and the same "
-            "thresholds; a cluster counted as replicated in a run with a significant cluster of the same sign overlapping it by at least one voxel "
-            "(chosen in daskmeta), and the count is reported as replicated/k (Radua & Mataix-Cols 2009).")
+            "thresholds; a cluster counted as replicated in a run with a significant cluster of "
+            "the same sign overlapping it by at least one voxel (chosen in daskmeta), and the "
+            "count is reported as replicated/k (Radua & Mataix-Cols 2009).")
     if "egger_p" in clusters.columns:
         sentences.append(
             " At each cluster peak, the studies' effect sizes and variances were extracted, "
@@ -358,7 +359,8 @@ def _peaks_table(clusters: pd.DataFrame) -> list[str]:
         for column, _ in extras:
             value = getattr(row, column)
             text = _p(value) if isinstance(value, float) else str(value)
-            cells.append(text if first and not pd.isna(value) else "")
+            missing = value is None or (isinstance(value, float) and math.isnan(value))
+            cells.append(text if first and not missing else "")
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     if len(clusters) > MAX_TABLE_ROWS:
         lines.append(f"\n({len(clusters) - MAX_TABLE_ROWS} more peaks in `clusters.tsv`.)")

@@ -20,7 +20,8 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    table = simulate_table(8, seed=4, n_peaks_range=(2, 6), modalities=["A", "B"])
+    table = simulate_table(8, seed=4, n_peaks_range=(2, 6), modalities=["A", "B"],
+                           covariates={"age": (20, 60)})
     effect = TrueEffect(-38.0, -26.0, 56.0, sign=1, probability=0.9, name="s1")
     return simulate_studies(table, [effect], tmp_path_factory.mktemp("in") / "studies", seed=4)
 
@@ -112,3 +113,43 @@ def test_config_errors_name_the_key(folder, tmp_path, change, message):
     assert result.exit_code == 2
     assert message in result.output
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_run_every_analysis_type(folder, tmp_path):
+    config = _config(
+        tmp_path, folder,
+        a={"type": "mean", "where": "modality == 'A'", "permutations": 3, "seed": 1,
+           "jackknife": True, "regressors": ["age"]},
+        b={"type": "mean", "where": "modality == 'B'", "permutations": 3, "seed": 2},
+        a_vs_b={"type": "compare", "groups": ["modality == 'A'", "modality == 'B'"],
+                "permutations": 3, "seed": 3},
+        overlap={"type": "multimodal", "of": ["a", "b"]},
+    )
+    result = runner.invoke(app, ["run", str(config), "--scheduler", "threads"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    table = pd.read_csv(out / "a" / "clusters.tsv", sep="\t")
+    assert {"jackknife", "egger_p", "cluster_p_fwe"} <= set(table.columns)
+    assert table["jackknife"].dropna().str.endswith("/4").all()
+    jackknife = pd.read_csv(out / "a" / "jackknife.tsv", sep="\t")
+    assert len(jackknife) == table["cluster"].nunique()
+    egger = pd.read_csv(out / "a" / "egger.tsv", sep="\t")
+    assert len(egger) == table["cluster"].nunique()
+    for row in egger.itertuples():
+        assert (out / "a" / row.funnel).exists()
+    regression = pd.read_csv(out / "a" / "regression_age" / "clusters.tsv", sep="\t")
+    assert {"overlaps_mean", "overlaps_heterogeneity", "scatter"} <= set(regression.columns)
+    assert (out / "a" / "regression_age" / "slope.nii.gz").exists()
+    assert (out / "a_vs_b" / "z.nii.gz").exists()
+    for name in ("clusters.tsv", "clusters_opposite.tsv", "z.nii.gz", "p.nii.gz"):
+        assert (out / "overlap" / name).exists()
+    store = tmp_path / "s.zarr"
+    assert is_complete(store, "analyses/a/jackknife") and is_complete(store, "analyses/a/regression_age")
+    assert read_group(store, "analyses/overlap").attrs["of"] == ["a", "b"]
+    assert "Jackknife" in (out / "a" / "summary.md").read_text()
+
+
+def test_multimodal_must_name_mean_analyses(folder, tmp_path):
+    config = _config(tmp_path, folder, m={"type": "multimodal", "of": ["x", "y"]})
+    result = runner.invoke(app, ["run", str(config), "--scheduler", "synchronous"])
+    assert result.exit_code == 2 and "analyses.m.of" in result.output

@@ -18,7 +18,8 @@ def maps(make_studyset):
 
 
 def test_regression_equals_the_dense_kernel_and_drops_missing(maps):
-    result = linear_model(maps, regressor="age", permutations=3, seed=1, name="r").compute(scheduler="threads")
+    result = linear_model(maps, regressor="age", permutations=3, seed=1, name="r")
+    result = result.compute(scheduler="threads")
     assert result.attrs["dropped"] == ["study03"] and result.attrs["n_studies"] == 7
     keep = [s for s in maps.study.values if s != "study03"]
     sub = maps.sel(study=keep)
@@ -60,8 +61,9 @@ def test_compare_is_the_difference_of_group_means(maps):
 
 
 def test_same_seed_same_null_whatever_the_block_size(maps):
-    one = linear_model(maps, regressor="age", permutations=5, seed=2, block_size=5).compute(scheduler="sync")
-    two = linear_model(maps, regressor="age", permutations=5, seed=2, block_size=2).compute(scheduler="threads")
+    one = linear_model(maps, regressor="age", permutations=5, seed=2, block_size=5)
+    two = linear_model(maps, regressor="age", permutations=5, seed=2, block_size=2)
+    one, two = one.compute(scheduler="sync"), two.compute(scheduler="threads")
     np.testing.assert_array_equal(one.null_hist.values, two.null_hist.values)
     np.testing.assert_array_equal(one.p.values, two.p.values)
 
