@@ -16,6 +16,7 @@ from daskmeta.preprocess import VOXEL_CHUNK
 from daskmeta.randomization import DEFAULT_BLOCK, null_summary, summary_arrays
 from daskmeta.stats.pvalues import p_from_histogram, p_fwe
 from daskmeta.stats.random_effects import dersimonian_laird
+from daskmeta.studyset import query_studies
 
 #: Outputs of the pooling kernel, in order.
 POOLED = ("effect", "variance", "z", "tau2", "q", "i2", "p_q", "q_z")
@@ -35,14 +36,7 @@ def select_studies(maps: xr.Dataset, where: str | None = None, studies: list[str
     table = study_table(maps)
     keep = np.ones(len(table), dtype=bool)
     if where:
-        try:
-            chosen = table.query(where, engine="python")
-        except Exception as exc:  # pandas raises many types for a bad expression
-            raise ValueError(
-                f"analysis {name!r}: where filter {where!r} could not be evaluated on the study "
-                f"columns ({', '.join(table.columns)}): {exc}"
-            ) from exc
-        keep &= table.index.isin(chosen.index)
+        keep &= table.index.isin(query_studies(table, where, f"analysis {name!r}: ").index)
     if studies is not None:
         unknown = sorted(set(studies) - set(table["study"]))
         if unknown:

@@ -15,7 +15,13 @@ import xarray as xr
 
 from daskmeta import __version__
 from daskmeta.analysis import POOLED, prepare_studies
-from daskmeta.randomization import DEFAULT_BLOCK, block_bounds, randomization_seeds
+from daskmeta.randomization import (
+    DEFAULT_BLOCK,
+    block_bounds,
+    randomization_seeds,
+    tree_sum,
+    whole_stacks,
+)
 from daskmeta.stats.jackknife import jackknife_null_block, leave_one_out
 from daskmeta.stats.null import N_HIST
 from daskmeta.stats.pvalues import p_from_histogram
@@ -29,10 +35,6 @@ def _runs(effect: np.ndarray, variance: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def _null_block(effect, variance, seed, name, start, stop):
     return jackknife_null_block(effect, variance, randomization_seeds(seed, name, start, stop))
-
-
-def _sum(parts):
-    return np.sum(parts, axis=0, dtype=np.int64)
 
 
 def _p_rows(z: np.ndarray, hist: np.ndarray) -> np.ndarray:
@@ -78,14 +80,10 @@ def jackknife(
         dask_gufunc_kwargs={"output_sizes": {"left_out": k}},
     )
     runs = xr.Dataset(dict(zip(POOLED, outputs, strict=True))).transpose("left_out", "voxel")
-    whole = (k, selected.sizes["voxel"])
-    stack_e = selected.effect.data.rechunk(whole).to_delayed().ravel()[0]
-    stack_v = selected.variance.data.rechunk(whole).to_delayed().ravel()[0]
+    stack_e, stack_v = whole_stacks(selected.effect.data, selected.variance.data)
     blocks = [dask.delayed(_null_block, pure=True)(stack_e, stack_v, seed, name, start, stop)
               for start, stop in block_bounds(permutations, block_size)]
-    while len(blocks) > 1:
-        blocks = [dask.delayed(_sum, pure=True)(blocks[i:i + 8]) for i in range(0, len(blocks), 8)]
-    hist = xr.DataArray(da.from_delayed(blocks[0], (k, N_HIST), np.int64), dims=("left_out", "bin"))
+    hist = xr.DataArray(da.from_delayed(tree_sum(blocks), (k, N_HIST), np.int64), dims=("left_out", "bin"))
     p = xr.apply_ufunc(
         _p_rows, runs.z.transpose("voxel", "left_out"), hist,
         input_core_dims=[["left_out"], ["left_out", "bin"]], output_core_dims=[["left_out"]],

@@ -17,7 +17,13 @@ import xarray as xr
 
 from daskmeta import __version__
 from daskmeta.analysis import prepare_studies, study_table
-from daskmeta.randomization import DEFAULT_BLOCK, block_bounds, randomization_seeds
+from daskmeta.randomization import (
+    DEFAULT_BLOCK,
+    block_bounds,
+    randomization_seeds,
+    tree_sum,
+    whole_stacks,
+)
 from daskmeta.stats.null import N_HIST
 from daskmeta.stats.pvalues import p_from_histogram
 from daskmeta.stats.regression import (
@@ -27,6 +33,7 @@ from daskmeta.stats.regression import (
     regression_null_block,
     rescale,
 )
+from daskmeta.studyset import query_studies
 
 #: Variables of the observed fit, in the order :func:`_fit` returns them.
 FITTED = ("effect_0", "z_0", "effect_1", "z_1", "slope", "z_slope", "tau2", "q_e")
@@ -41,10 +48,6 @@ def _fit(effect: np.ndarray, variance: np.ndarray, design: np.ndarray) -> tuple[
 
 def _null_block(effect, variance, design, seed, name, start, stop):
     return regression_null_block(effect, variance, design, randomization_seeds(seed, name, start, stop))
-
-
-def _sum(parts):
-    return np.sum(parts, axis=0, dtype=np.int64)
 
 
 def _regressor(maps: xr.Dataset, column: str, name: str) -> tuple[np.ndarray, list[str]]:
@@ -118,10 +121,8 @@ def linear_model(
         table = study_table(base)
         members = []
         for label, query in zip("AB", groups, strict=True):
-            try:
-                members.append(table.query(query, engine="python")["study"].tolist())
-            except Exception as exc:
-                raise ValueError(f"analysis {name!r}: group {label} filter {query!r} failed: {exc}") from exc
+            chosen = query_studies(table, query, f"analysis {name!r}, group {label}: ")
+            members.append(chosen["study"].tolist())
         both = sorted(set(members[0]) & set(members[1]))
         if both:
             raise ValueError(f"analysis {name!r}: studies in both groups: {both}")
@@ -141,13 +142,10 @@ def linear_model(
     )
     fitted = xr.Dataset(dict(zip(FITTED, outputs, strict=True)))
     k = selected.sizes["study"]
-    stack_e = selected.effect.data.rechunk((k, -1)).to_delayed().ravel()[0]
-    stack_v = selected.variance.data.rechunk((k, -1)).to_delayed().ravel()[0]
+    stack_e, stack_v = whole_stacks(selected.effect.data, selected.variance.data)
     blocks = [dask.delayed(_null_block, pure=True)(stack_e, stack_v, design, seed, name, start, stop)
               for start, stop in block_bounds(permutations, block_size)]
-    while len(blocks) > 1:
-        blocks = [dask.delayed(_sum, pure=True)(blocks[i:i + 8]) for i in range(0, len(blocks), 8)]
-    hist = xr.DataArray(da.from_delayed(blocks[0], (len(SDM_CONTRASTS), N_HIST), np.int64),
+    hist = xr.DataArray(da.from_delayed(tree_sum(blocks), (len(SDM_CONTRASTS), N_HIST), np.int64),
                         dims=("contrast", "bin"), coords={"contrast": list(SDM_CONTRASTS)})
     p = {c: xr.apply_ufunc(p_from_histogram, fitted[z], hist.sel(contrast=c), input_core_dims=[[], ["bin"]],
                            dask="parallelized", output_dtypes=[np.float64])

@@ -99,6 +99,28 @@ def _cluster_block(
     return NullSummary(np.zeros(N_HIST, np.int64), empty, empty, largest[0], largest[1])
 
 
+def whole_stacks(*arrays: da.Array) -> list[Delayed]:
+    """Each (study, voxel) array as one delayed task holding the whole stack.
+
+    Randomization blocks relocate over all voxels, so each needs the whole stack: it enters
+    the graph once and each worker fetches it once, whatever the number of blocks.
+    """
+    return [da.asarray(a).rechunk(tuple(a.shape)).to_delayed().ravel()[0] for a in arrays]
+
+
+def _sum_counts(parts: Sequence[np.ndarray]) -> np.ndarray:
+    return np.sum(parts, axis=0, dtype=np.int64)
+
+
+def tree_sum(parts: Sequence[Delayed]) -> Delayed:
+    """Integer histograms of blocks summed by a tree reduction (fan-in :data:`TREE_FAN_IN`)."""
+    level = list(parts)
+    while len(level) > 1:
+        level = [dask.delayed(_sum_counts, pure=True)(level[i:i + TREE_FAN_IN])
+                 for i in range(0, len(level), TREE_FAN_IN)]
+    return level[0]
+
+
 def _tree(parts: Sequence[Delayed], name: str) -> Delayed:
     level = list(parts)
     depth = 0
@@ -172,10 +194,7 @@ def null_summary(
     dask.delayed.Delayed
         Computes to a NullSummary with ``n_randomizations`` maxima in randomization order.
     """
-    whole = (effect.shape[0], effect.shape[1])
-    effect, variance = da.asarray(effect), da.asarray(variance)
-    stack_e = effect.rechunk(whole).to_delayed().ravel()[0]
-    stack_v = variance.rechunk(whole).to_delayed().ravel()[0]
+    stack_e, stack_v = whole_stacks(effect, variance)
     token = dask.base.tokenize(stack_e, stack_v, n_randomizations, seed, name, block_size)
     bounds = block_bounds(n_randomizations, block_size)
     first = [

@@ -69,15 +69,7 @@ class StudySet:
         studies : list of str, optional
             Study names to keep, in that order.
         """
-        table = self.studies
-        if where:
-            try:
-                table = table.query(where, engine="python")
-            except Exception as exc:  # pandas raises many types for a bad expression
-                raise ValueError(
-                    f"where filter {where!r} could not be evaluated on the study table "
-                    f"(columns: {', '.join(map(str, table.columns))}): {exc}"
-                ) from exc
+        table = query_studies(self.studies, where)
         if studies is not None:
             missing = sorted(set(studies) - set(table["study"]))
             if missing:
@@ -99,6 +91,30 @@ class StudySet:
         counts = self.peaks.groupby("study").size()
         table = self.studies.assign(peaks=self.studies["study"].map(counts).fillna(0).astype(int))
         return f"<p>{repr(self)[1:-1]}</p>" + table.to_html(index=False, max_rows=60)
+
+
+def query_studies(table: pd.DataFrame, where: str | None, context: str = "") -> pd.DataFrame:
+    """Rows of a study table that satisfy a pandas query, with an error that names the columns.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per study.
+    where : str or None
+        A :meth:`pandas.DataFrame.query` expression, e.g. ``"modality == 'ReHo'"``; None or
+        empty keeps every row.
+    context : str
+        Prefix of the error message, e.g. ``"analysis 'reho': "``.
+    """
+    if not where:
+        return table
+    try:
+        return table.query(where, engine="python")
+    except Exception as exc:  # pandas raises many types for a bad expression
+        raise ValueError(
+            f"{context}where filter {where!r} could not be evaluated on the study columns "
+            f"({', '.join(map(str, table.columns))}): {exc}"
+        ) from exc
 
 
 def validate(studies: pd.DataFrame, peaks: pd.DataFrame, source: str,

@@ -48,3 +48,22 @@ def small_studies() -> StudySet:
 def make_studyset():
     """The :func:`random_studyset` factory, for tests that need their own sizes or seeds."""
     return random_studyset
+
+
+class CountingScheduler:
+    """A Dask scheduler that counts its calls: a graph builder must not compute."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, dsk, keys, **kwargs):
+        import dask
+
+        self.count += 1
+        return dask.get(dsk, keys, **kwargs)
+
+
+@pytest.fixture
+def counting_scheduler():
+    """A fresh :class:`CountingScheduler`; use it with ``dask.config.set(scheduler=...)``."""
+    return CountingScheduler()

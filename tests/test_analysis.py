@@ -21,17 +21,8 @@ def maps(make_studyset):
     return recreate(studies, anisotropy=0.0, voxel_chunk=50_000).persist(scheduler="threads")
 
 
-class CountingScheduler:
-    def __init__(self):
-        self.count = 0
-
-    def __call__(self, dsk, keys, **kwargs):
-        self.count += 1
-        return dask.get(dsk, keys, **kwargs)
-
-
-def test_building_the_analysis_computes_nothing(maps):
-    counter = CountingScheduler()
+def test_building_the_analysis_computes_nothing(counting_scheduler, maps):
+    counter = counting_scheduler
     with dask.config.set(scheduler=counter):
         result = mean(maps, permutations=20, seed=1)
     assert counter.count == 0

@@ -48,15 +48,6 @@ def clusters(studyset):
     return pd.DataFrame(rows)
 
 
-class CountingScheduler:
-    def __init__(self):
-        self.count = 0
-
-    def __call__(self, dsk, keys, **kwargs):
-        self.count += 1
-        return dask.get(dsk, keys, **kwargs)
-
-
 def _brute_nearest(mask, point):
     distance = np.linalg.norm(mask.xyz - np.asarray(point, dtype=np.float64), axis=1)
     return int(distance.argmin()), float(distance.min())
@@ -107,7 +98,7 @@ def test_extract_on_numpy_maps_equals_dask(maps, mask):
     np.testing.assert_array_equal(xr_dense["variance"].values, xr_lazy["variance"].values)
 
 
-def test_extract_computes_only_the_chunks_it_needs(maps, mask):
+def test_extract_computes_only_the_chunks_it_needs(counting_scheduler, maps, mask):
     seen = []
 
     def record(block, block_info=None):
@@ -119,7 +110,7 @@ def test_extract_computes_only_the_chunks_it_needs(maps, mask):
         variance=(("study", "voxel"), maps.variance.data.map_blocks(record, dtype=np.float32)),
     )
     voxels = np.array([100, 65_432, 65_433])
-    counter = CountingScheduler()
+    counter = counting_scheduler
     with dask.config.set(scheduler=counter):
         values = extract(tracked, mask.xyz[voxels])
     assert counter.count == 1  # one compute for effect and variance together

@@ -24,15 +24,6 @@ SIGNS = {BOTH_UP: (1, 1), BOTH_DOWN: (-1, -1), A_ONLY: (1, 0), A_UP_B_DOWN: (1, 
 RADIUS_MM = 10.0
 
 
-class CountingScheduler:
-    def __init__(self):
-        self.count = 0
-
-    def __call__(self, dsk, keys, **kwargs):
-        self.count += 1
-        return dask.get(dsk, keys, **kwargs)
-
-
 # --------------------------------------------------------------------------- kernel
 
 
@@ -222,12 +213,12 @@ def test_overlap_finds_planted_blobs_by_direction(pair, gray):
     assert peak.p >= max(a.p.values[voxel], b.p.values[voxel])
 
 
-def test_multimodal_is_lazy_and_equals_the_in_memory_result(pair, gray):
+def test_multimodal_is_lazy_and_equals_the_in_memory_result(counting_scheduler, pair, gray):
     a, b = pair
     eager = multimodal(a, b)
     lazy_a = a.chunk({"voxel": 50_000, "bin": 7_000})  # several histogram blocks: rechunked whole
     lazy_b = b.chunk({"voxel": 50_000})
-    counter = CountingScheduler()
+    counter = counting_scheduler
     with dask.config.set(scheduler=counter):
         lazy = multimodal(lazy_a, lazy_b)
     assert counter.count == 0

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from daskmeta.stats.null import N_HIST, histogram
+from daskmeta.stats.null import N_HIST, histogram, relocation_source
 from daskmeta.stats.random_effects import RandomEffects, dl_from_sums, heterogeneity_z
 
 
@@ -86,9 +86,8 @@ def jackknife_null_block(
     v = np.asarray(variance, dtype=np.float64)
     k, n_voxels = y.shape
     hist = np.zeros((k, N_HIST), dtype=np.int64)
-    offsets = np.arange(0, k * n_voxels, n_voxels)[:, None]
     for sequence in seeds:
-        source = np.random.default_rng(sequence).integers(0, n_voxels, size=(k, n_voxels)) + offsets
+        source = relocation_source(np.random.default_rng(sequence), k, n_voxels)
         z = leave_one_out(y.take(source), v.take(source)).z
         for j in range(k):
             hist[j] += histogram(z[j])

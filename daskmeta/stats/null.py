@@ -162,13 +162,24 @@ def _check_count(n_randomizations: int) -> int:
     return int(n_randomizations)
 
 
+def relocation_source(rng: np.random.Generator, n_studies: int, n_voxels: int) -> NDArray[np.int64]:
+    """Flat indices into a C-ordered (study, voxel) stack that relocate every study's voxels.
+
+    One ``rng.integers(0, n_voxels, size=(n_studies, n_voxels))`` call: for every study and
+    target voxel an independent uniform source voxel of the same study (with replacement,
+    chosen here; spec section 5). ``stack.take(source)`` is the relocated stack. Every null
+    of daskmeta (mean, jackknife, linear models) relocates with this draw.
+    """
+    source = rng.integers(0, n_voxels, size=(n_studies, n_voxels))
+    source += np.arange(0, n_studies * n_voxels, n_voxels)[:, None]
+    return source
+
+
 def _relocated_z(
     effect: NDArray[np.float64], variance: NDArray[np.float64], rng: np.random.Generator
 ) -> NDArray[np.float64]:
-    """SDM-Z of one randomization: one ``rng.integers`` call of shape (study, voxel)."""
-    n_studies, n_voxels = effect.shape
-    source = rng.integers(0, n_voxels, size=(n_studies, n_voxels))
-    source += np.arange(0, n_studies * n_voxels, n_voxels)[:, None]
+    """SDM-Z of one randomization (:func:`relocation_source`, then pooling)."""
+    source = relocation_source(rng, *effect.shape)
     return _pooled_z(effect.take(source), variance.take(source))
 
 

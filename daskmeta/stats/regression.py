@@ -41,7 +41,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from daskmeta.stats.null import N_HIST, histogram
+from daskmeta.stats.null import N_HIST, histogram, relocation_source
 
 __all__ = [
     "SDM_CONTRASTS",
@@ -396,11 +396,9 @@ def regression_null_block(
     """
     y = np.asarray(effect, dtype=np.float64)
     v = np.asarray(variance, dtype=np.float64)
-    k, n_voxels = y.shape
     hist = np.zeros((len(contrasts), N_HIST), dtype=np.int64)
-    offsets = np.arange(0, k * n_voxels, n_voxels)[:, None]
     for sequence in seeds:
-        source = np.random.default_rng(sequence).integers(0, n_voxels, size=(k, n_voxels)) + offsets
+        source = relocation_source(np.random.default_rng(sequence), *y.shape)
         fitted = linear_contrasts(meta_regression(y.take(source), v.take(source), design), contrasts)
         for row, contrast in enumerate(fitted.values()):
             hist[row] += histogram(contrast.z)
