@@ -153,5 +153,19 @@ def demo(
         typer.echo(f"{name}: {output['out']}")
 
 
+@app.command()
+@handles_errors
+def sweep(
+    config: Annotated[Path, typer.Argument(help="Sweep configuration (YAML with a 'sweep' section)")],
+    scheduler: SchedulerOption = None,
+    force: Annotated[bool, typer.Option(help="Recompute even the variants complete in the store")] = False,
+) -> None:
+    """Run a sensitivity sweep: every variant as one graph, then the cluster stability table."""
+    from daskmeta.workflow import run_sweep
+
+    output = run_sweep(config, scheduler=scheduler, force=force)
+    typer.echo(f"sweep: {output['out']}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()

@@ -25,7 +25,11 @@ import yaml
 
 from daskmeta.errors import ConfigError
 
-TOP_KEYS = {"studies", "store", "out", "preprocess", "threshold", "analyses", "cluster"}
+TOP_KEYS = {"studies", "store", "out", "preprocess", "threshold", "analyses", "sweep"}
+SWEEP_KEYS = {"name": str, "analysis": dict, "grid": dict, "subsets": dict}
+#: Parameters a sweep may vary, and the type of each value.
+SWEEP_GRID = {"fwhm": float, "anisotropy": float, "p": float, "peak_z": float, "extent": int, "seed": int}
+SWEEP_SUBSETS = {"leave_out": int, "where": list, "random": dict}
 PREPROCESS_KEYS = {"mask": str, "fwhm": float, "anisotropy": float, "beta": float}
 THRESHOLD_KEYS = {"p": float, "peak_z": float, "extent": int}
 ANALYSIS_TYPES = {"mean", "compare", "multimodal"}
@@ -51,6 +55,7 @@ class Config:
     preprocess: dict[str, Any]
     threshold: dict[str, Any]
     analyses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sweep: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -94,32 +99,8 @@ def _check_kind(path: Path, name: str, settings: dict[str, Any]) -> None:
             raise ConfigError(f"{path}: 'analyses.{name}.regressors' must list study columns")
 
 
-def load_config(path: str | os.PathLike) -> Config:
-    """Read and validate a configuration file.
-
-    Raises
-    ------
-    ConfigError
-        Naming the file and the bad key.
-    """
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such configuration file") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the configuration must be a mapping of keys")
-    unknown = sorted(set(raw) - TOP_KEYS)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key '{unknown[0]}'; known: {sorted(TOP_KEYS)}")
-    for key in ("studies", "store", "analyses"):
-        if key not in raw:
-            raise ConfigError(f"{path}: missing key '{key}'")
-    preprocess = _section(raw.get("preprocess"), PREPROCESS_KEYS, "preprocess", path)
-    threshold = {**THRESHOLD_DEFAULTS, **_section(raw.get("threshold"), THRESHOLD_KEYS, "threshold", path)}
-    analyses_raw = raw["analyses"]
+def _analyses(analyses_raw: Any, threshold: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
+    """Validate the ``analyses`` section."""
     if not isinstance(analyses_raw, dict) or not analyses_raw:
         raise ConfigError(f"{path}: 'analyses' must map analysis names to their settings")
     analyses = {}
@@ -146,9 +127,72 @@ def load_config(path: str | os.PathLike) -> Config:
             if analyses.get(other, {}).get("type", "mean") != "mean" or other not in analyses:
                 raise ConfigError(f"{path}: 'analyses.{name}.of' names {other!r}, which is not a "
                                   f"mean analysis of this file")
+    return analyses
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate a configuration file.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the bad key.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such configuration file") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the configuration must be a mapping of keys")
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key '{unknown[0]}'; known: {sorted(TOP_KEYS)}")
+    for key in ("studies", "store"):
+        if key not in raw:
+            raise ConfigError(f"{path}: missing key '{key}'")
+    if ("analyses" in raw) == ("sweep" in raw):
+        raise ConfigError(f"{path}: give either 'analyses' (daskmeta run) or 'sweep' (daskmeta sweep)")
+    preprocess = _section(raw.get("preprocess"), PREPROCESS_KEYS, "preprocess", path)
+    threshold = {**THRESHOLD_DEFAULTS, **_section(raw.get("threshold"), THRESHOLD_KEYS, "threshold", path)}
+    sweep = _sweep(raw["sweep"], path) if "sweep" in raw else {}
+    analyses = _analyses(raw["analyses"], threshold, path) if "analyses" in raw else {}
     return Config(
         path=path, studies=Path(_typed(raw["studies"], str, f"{path}: 'studies'")),
         store=_typed(raw["store"], str, f"{path}: 'store'"),
         out=Path(_typed(raw.get("out", "results"), str, f"{path}: 'out'")),
-        preprocess=preprocess, threshold=threshold, analyses=analyses, raw=raw,
+        preprocess=preprocess, threshold=threshold, analyses=analyses,
+        sweep=sweep, raw=raw,
     )
+
+
+def _sweep(raw: Any, path: Path) -> dict[str, Any]:
+    """Validate the ``sweep`` section: name, analysis, grid of values, study subsets."""
+    sweep = _section(raw, SWEEP_KEYS, "sweep", path)
+    name = str(sweep.get("name", "sweep"))
+    if not NAME.match(name):
+        raise ConfigError(f"{path}: 'sweep.name' {name!r} must be letters, digits, _ . -")
+    analysis = _section(sweep.get("analysis", {}), {k: v for k, v in ANALYSIS_KEYS["mean"].items()
+                                                     if k in ("type", "where", "studies", "permutations",
+                                                              "seed", "block_size")},
+                        "sweep.analysis", path)
+    if analysis.get("type", "mean") != "mean":
+        raise ConfigError(f"{path}: 'sweep.analysis.type' must be 'mean'")
+    grid = {}
+    for key, values in (sweep.get("grid") or {}).items():
+        if key not in SWEEP_GRID:
+            raise ConfigError(f"{path}: unknown key 'sweep.grid.{key}'; known: {sorted(SWEEP_GRID)}")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{path}: 'sweep.grid.{key}' must be a non-empty list of values")
+        grid[key] = [_typed(v, SWEEP_GRID[key], f"{path}: 'sweep.grid.{key}'") for v in values]
+    subsets = _section(sweep.get("subsets"), SWEEP_SUBSETS, "sweep.subsets", path)
+    if "random" in subsets:
+        subsets["random"] = _section(subsets["random"], {"n": int, "fraction": float, "seed": int},
+                                     "sweep.subsets.random", path)
+        if not 0 < subsets["random"].get("fraction", 0.8) < 1:
+            raise ConfigError(f"{path}: 'sweep.subsets.random.fraction' must be in (0, 1)")
+    if subsets.get("leave_out", 1) < 1:
+        raise ConfigError(f"{path}: 'sweep.subsets.leave_out' must be >= 1")
+    return {"name": name, "analysis": analysis, "grid": grid, "subsets": subsets}

@@ -36,9 +36,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.figure import Figure
 
-__all__ = ["DPI", "funnel_figure", "funnel_plot", "scatter_figure", "scatter_plot"]
+__all__ = ["DPI", "funnel_figure", "funnel_plot", "scatter_figure", "scatter_plot", "stability_plot"]
 
 #: Resolution of the saved PNGs, dots per inch.
 DPI = 150
@@ -291,3 +292,32 @@ def scatter_plot(
     """
     fig = scatter_figure(covariate, effect, variance, intercept, slope, xlabel, title=title)
     return _save(fig, path)
+
+
+def stability_plot(summary: pd.DataFrame, detail: pd.DataFrame, path: str | os.PathLike,
+                   title: str = "") -> Path:
+    """Cluster stability across the variants of a sweep: survival share and variant grid.
+
+    Left: the fraction of variants in which each reference cluster survives; right: which
+    variants (columns) keep which cluster (rows).
+    """
+    labels = [f"{int(r.cluster)} {r.direction[:3]} ({r.x:.0f}, {r.y:.0f}, {r.z:.0f})"
+              for r in summary.itertuples()]
+    height = max(2.5, 0.35 * len(labels) + 1.5)
+    figure = _new_figure()
+    figure.set_size_inches(11, height)
+    left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 2.5]})
+    positions = np.arange(len(labels))
+    left.barh(positions, summary["fraction"].to_numpy() if len(labels) else [], color="#4477aa")
+    left.set_yticks(positions, labels, fontsize=8)
+    left.set_xlim(0, 1)
+    left.set_xlabel("share of variants in which the cluster survives")
+    grid = detail.drop(columns=["cluster"]).to_numpy(dtype=float) if len(labels) else np.zeros((0, 1))
+    right.imshow(grid, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+    right.set_yticks(positions, [""] * len(labels))
+    right.set_xlabel("variant")
+    for axis in (left, right):  # the same rows on both panels, first cluster on top
+        axis.set_ylim(len(labels) - 0.5, -0.5)
+    if title:
+        figure.suptitle(title)
+    return _save(figure, path)

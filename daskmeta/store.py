@@ -160,3 +160,35 @@ def list_groups(store: str | os.PathLike, parent: str) -> list[str]:
     if root is None or parent not in root:
         return []
     return sorted(name for name in root[parent].group_keys() if is_complete(store, f"{parent}/{name}"))
+
+
+def start_group(template: xr.Dataset, store: str | os.PathLike, group: str) -> None:
+    """Create ``store/group`` from a lazy template (metadata and coordinates only), incomplete.
+
+    The data variables are then filled region by region with :func:`region_write`; the
+    group's attrs list what is done, and :func:`mark_complete` closes it.
+    """
+    path = store_path(store)
+    template = _for_zarr(template)
+    template.attrs.update({COMPLETE: False, FORMAT: STORE_FORMAT, "daskmeta_version": __version__})
+    _delete_group(path, group)
+    template.to_zarr(path, group=group, mode="w", consolidated=False, compute=False)
+
+
+def region_write(ds: xr.Dataset, store: str | os.PathLike, group: str, dim: str, index: int) -> Any:
+    """The delayed write of row ``index`` of ``ds`` along ``dim`` into an existing group."""
+    row = ds.isel({dim: slice(index, index + 1)})
+    row = row.drop_vars([name for name, var in row.variables.items() if dim not in var.dims])
+    return row.to_zarr(store_path(store), group=group, region={dim: slice(index, index + 1)},
+                       consolidated=False, compute=False)
+
+
+def update_attrs(store: str | os.PathLike, group: str, **attrs: Any) -> None:
+    """Update a group's attributes (JSON-friendly values)."""
+    node = zarr.open_group(store_path(store), path=group, mode="r+")
+    node.attrs.update({key: _jsonable(value) for key, value in attrs.items()})
+
+
+def mark_complete(store: str | os.PathLike, group: str) -> None:
+    """Flag a group written piece by piece as complete (the last step of writing it)."""
+    update_attrs(store, group, **{COMPLETE: True})

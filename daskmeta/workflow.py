@@ -304,3 +304,66 @@ def run_config(
             n = len(outputs[name]["clusters"].drop_duplicates("cluster"))
             print(f"daskmeta: {name}: {n} cluster(s) in {outputs[name]['out']}", file=sys.stderr)
     return outputs
+
+
+def run_sweep(
+    config_path: str | os.PathLike, scheduler: str | None = None, force: bool = False
+) -> dict[str, Any]:
+    """Run a sensitivity sweep from its configuration: variants to the store, stability tables.
+
+    Writes ``STORE/sweeps/NAME`` (resuming an interrupted sweep with the variants still
+    missing) and, under ``out/sweeps/NAME/``, ``variants.tsv``, ``stability.tsv`` (each
+    reference cluster: in how many variants it survives), ``stability_detail.tsv``,
+    ``stability.png`` and ``significant_fraction.nii.gz`` (per voxel, the share of variants
+    in which it lies in a significant cluster).
+    """
+    from pathlib import Path
+
+    import numpy as np
+
+    from daskmeta.config import load_config
+    from daskmeta.errors import ConfigError
+    from daskmeta.export import write_table
+    from daskmeta.io import load_studies
+    from daskmeta.nifti import to_nifti
+    from daskmeta.plots import stability_plot
+    from daskmeta.preprocess import studies_hash
+    from daskmeta.store import read_group
+    from daskmeta.sweep import plan, stability, sweep_key, sweep_maps
+    from daskmeta.threshold import threshold
+
+    config = load_config(config_path)
+    if not config.sweep:
+        raise ConfigError(f"{config.path}: no 'sweep' section (use `daskmeta run` for analyses)")
+    studies = load_studies(config.studies)
+    print(f"daskmeta: {studies!r}", file=sys.stderr)
+    preprocess = preprocess_params(config.preprocess)
+    sweep = config.sweep
+    try:
+        variants = plan(studies, sweep, preprocess, config.threshold)
+    except ValueError as exc:
+        raise ConfigError(f"{config.path}: {exc}") from exc
+    name, group = sweep["name"], f"sweeps/{sweep['name']}"
+    key = sweep_key(variants, sweep, preprocess, studies_hash(studies))
+    print(f"daskmeta: sweep {name}: {len(variants)} variants = {variants['kernel_key'].nunique()} "
+          f"kernel(s), {variants['analysis_key'].nunique()} pooled analyses", file=sys.stderr)
+    from daskmeta.sweep import run_sweep_to_store
+
+    with cluster_client(scheduler) as client:
+        maps = sweep_maps(studies, variants, sweep, preprocess, name)
+        run_sweep_to_store(maps, config.store, group, key, client=client, force=force)
+    result = read_group(config.store, group).compute()
+    summary, detail, _ = stability(result)
+    out_dir = Path(config.out) / "sweeps" / name
+    write_table(variants.drop(columns=["kernel_key", "analysis_key"]), out_dir / "variants.tsv")
+    write_table(summary, out_dir / "stability.tsv")
+    write_table(detail, out_dir / "stability_detail.tsv")
+    stability_plot(summary, detail, out_dir / "stability.png", title=f"sweep {name}")
+    significant = np.zeros(result.sizes["voxel"])
+    for n in range(result.sizes["variant"]):
+        row = result.isel(variant=n).assign_attrs(mask=result.attrs["mask"])
+        significant += threshold(row, p=float(row.voxel_p), peak_z=float(row.peak_z),
+                                 extent=int(row.extent), atlas=False).labels != 0
+    to_nifti(significant / result.sizes["variant"], out_dir / "significant_fraction.nii.gz",
+             mask=result.attrs["mask"])
+    return {"variants": variants, "stability": summary, "detail": detail, "out": out_dir}
