@@ -49,7 +49,8 @@ def _write_folder(studyset: StudySet, folder: Path) -> None:
                        f"{p.t:.2f}"]) + "\n"
             for p in peaks.itertuples()
         )
-        (folder / peaks["source"].iloc[0]).write_text(text, encoding="utf-8")
+        space = peaks["space"].iloc[0] if "space" in peaks else "spm_mni"
+        (folder / f"{name}.{space}.txt").write_text(text, encoding="utf-8")
 
 
 def write_studyset(studyset: StudySet, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
