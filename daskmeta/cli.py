@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -48,14 +49,26 @@ def handles_errors(function):
                 sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
         warnings.showwarning = show
+        previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             return function(*args, **kwargs)
+        except KeyboardInterrupt:
+            typer.secho("daskmeta: interrupted; what was completely written stays in the store, "
+                        "rerun the same command to resume", fg=typer.colors.YELLOW, err=True)
+            raise typer.Exit(130) from None
         except (DaskmetaError, FileNotFoundError) as exc:
             _fail(str(exc))
         except ValueError as exc:
             _fail(str(exc))
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM ends a run like Ctrl-C: partial groups are removed, complete ones stay."""
+    raise KeyboardInterrupt
 
 
 @app.command()
@@ -169,3 +182,7 @@ def sweep(
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
+
+
+if __name__ == "__main__":  # python -m daskmeta.cli
+    main()

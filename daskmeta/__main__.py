@@ -1,0 +1,5 @@
+"""``python -m daskmeta``: the command line."""
+
+from daskmeta.cli import main
+
+main()
