@@ -31,6 +31,7 @@ def cluster_client(
     memory_limit: str | float | None = None,
     dashboard_address: str = ":8787",
     quiet: bool = False,
+    security: Any = None,
 ) -> Iterator[Any]:
     """Yield a ``distributed.Client`` (or None for a local Dask scheduler).
 
@@ -46,6 +47,9 @@ def cluster_client(
         Per-worker memory limit of a new LocalCluster (default: machine memory / workers).
     dashboard_address : str
         Where a new LocalCluster serves its dashboard (another port is taken if busy).
+    security : distributed.Security, optional
+        TLS credentials for a ``tls://`` scheduler; default: from the Dask configuration
+        (``distributed.comm.tls.*``, e.g. via ``DASK_CONFIG``), see ``deploy/README.md``.
     """
     scheduler = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
     if scheduler in LOCAL_SCHEDULERS:
@@ -55,7 +59,7 @@ def cluster_client(
     from distributed import Client, LocalCluster
 
     if scheduler:
-        client = Client(scheduler)
+        client = Client(scheduler, security=security)
         if not quiet:
             _say(f"daskmeta: connected to {scheduler}; dashboard: {client.dashboard_link}")
         try:
