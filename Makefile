@@ -7,23 +7,24 @@ STAMP := $(VENV)/.daskmeta-installed
 
 .PHONY: demo test test-fast lint bench clean
 
-$(STAMP): pyproject.toml
+# deploy/constraints.txt pins the runtime dependencies: the client and the cluster image match.
+$(STAMP): pyproject.toml deploy/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c deploy/constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/daskmeta demo
 
 test: $(STAMP)
-	$(BIN)/ruff check daskmeta tests benchmarks
+	$(BIN)/ruff check daskmeta tests benchmarks deploy
 	$(BIN)/pytest -q
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check daskmeta tests benchmarks
+	$(BIN)/ruff check daskmeta tests benchmarks deploy
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/permutations.py

@@ -75,7 +75,7 @@ def _terminate(signum: int, frame: object) -> None:
 @handles_errors
 def preprocess(
     studies: Annotated[Path, typer.Argument(help="SDM folder, studies.tsv, NiMARE JSON or Sleuth file")],
-    store: Annotated[Path, typer.Option(help="Zarr store to write (STORE/studies)")],
+    store: Annotated[str, typer.Option(help="Zarr store to write (STORE/studies): a path or fsspec URL")],
     fwhm: Annotated[float, typer.Option(help="Kernel FWHM in mm")] = 20.0,
     anisotropy: Annotated[float, typer.Option(help="0 = isotropic, 1 = fully anisotropic")] = 1.0,
     mask: Annotated[str, typer.Option(help="gray_matter, white_matter or brain")] = "gray_matter",
@@ -96,7 +96,7 @@ def preprocess(
 
 @app.command()
 @handles_errors
-def info(store: Annotated[Path, typer.Argument(help="A daskmeta Zarr store")]) -> None:
+def info(store: Annotated[str, typer.Argument(help="A daskmeta Zarr store (path or fsspec URL)")]) -> None:
     """Describe what a store holds."""
     from daskmeta.store import list_groups, read_group
 
@@ -113,7 +113,7 @@ def info(store: Annotated[Path, typer.Argument(help="A daskmeta Zarr store")]) -
 @app.command()
 @handles_errors
 def export(
-    store: Annotated[Path, typer.Argument(help="A daskmeta Zarr store")],
+    store: Annotated[str, typer.Argument(help="A daskmeta Zarr store (path or fsspec URL)")],
     group: Annotated[str, typer.Argument(help="'studies' or an analysis name")],
     out: Annotated[Path, typer.Option(help="Output folder for NIfTI files")] = Path("results"),
 ) -> None:
