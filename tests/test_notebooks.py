@@ -1,0 +1,105 @@
+"""The notebooks in notebooks/ run end to end (small settings) so that they never rot.
+
+Each notebook is executed in a fresh kernel of this interpreter with
+``DASKMETA_NOTEBOOK_FAST=1`` (few randomizations, isotropic kernel, one Dask worker) and
+the repository root as working directory, as a user running it from there would. Outputs
+are checked in memory; the notebooks on disk are never rewritten. Executing one takes
+30-60 s on 2 cores (a LocalCluster, the recreation of 24 study maps), hence ``slow``.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+from jupyter_client.manager import AsyncKernelManager  # noqa: E402  (after the skips)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+FAST_LINE = 'FAST = os.environ.get("DASKMETA_NOTEBOOK_FAST") == "1"'
+#: Appended to the in-memory copy: which interpreter the kernel ran.
+PROBE = "import sys; print('KERNEL_PYTHON=' + sys.executable)"
+
+
+class ThisPythonKernelManager(AsyncKernelManager):
+    """An ipykernel of the interpreter running the tests, whatever kernelspecs are installed."""
+
+    def format_kernel_cmd(self, extra_arguments=None):
+        return [sys.executable, "-m", "ipykernel_launcher", "-f",
+                os.path.realpath(self.connection_file), *(extra_arguments or [])]
+
+
+def outputs(nb):
+    """Every output of the executed code cells, in order."""
+    return [output for cell in nb.cells if cell.cell_type == "code" for output in cell.outputs]
+
+
+def stdout(nb):
+    return "".join(o.get("text", "") for o in outputs(nb)
+                   if o.output_type == "stream" and o.name == "stdout")
+
+
+def count(nb, mime):
+    return sum(mime in o.get("data", {}) for o in outputs(nb)
+               if o.output_type in ("display_data", "execute_result"))
+
+
+def html_tables(nb):
+    return [o["data"]["text/html"] for o in outputs(nb)
+            if o.output_type == "execute_result" and "<table" in o.get("data", {}).get("text/html", "")]
+
+
+def execute(path, monkeypatch):
+    monkeypatch.setenv("DASKMETA_NOTEBOOK_FAST", "1")  # the kernel inherits the environment
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(PROBE))
+    client = nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", kernel_manager_class=ThisPythonKernelManager,
+        resources={"metadata": {"path": str(REPO_ROOT)}},
+    )
+    client.execute()  # raises CellExecutionError on the first failing cell
+    assert f"KERNEL_PYTHON={sys.executable}" in stdout(nb)
+    return nb
+
+
+def test_notebooks_exist_and_are_committed_clean():
+    names = [path.name for path in NOTEBOOKS]
+    assert "01_walkthrough.ipynb" in names and "02_sweep.ipynb" in names
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        code = [cell for cell in nb.cells if cell.cell_type == "code"]
+        assert FAST_LINE in code[0].source, f"{path.name}: first code cell must read {FAST_LINE}"
+        assert all(not cell.outputs and cell.execution_count is None for cell in code), (
+            f"{path.name} has outputs; clear them before committing")
+
+
+@pytest.mark.slow
+def test_walkthrough(monkeypatch):
+    nb = execute(REPO_ROOT / "notebooks" / "01_walkthrough.ipynb", monkeypatch)
+    text = stdout(nb)
+    assert "FAST=True" in text and f"working in {REPO_ROOT}" in text
+    assert "Dask dashboard: http" in text
+    assert "StudySet 24 studies" in text
+    assert "Egger's test at" in text
+    tables = html_tables(nb)
+    assert any("sdm_z" in table and "region" in table for table in tables)  # the clusters table
+    assert any("jackknife" in table for table in tables)  # the replication counts
+    # glass brain, stat map, meta-regression scatter and funnel plot
+    assert count(nb, "image/png") >= 4
+
+
+@pytest.mark.slow
+def test_sweep(monkeypatch):
+    nb = execute(REPO_ROOT / "notebooks" / "02_sweep.ipynb", monkeypatch)
+    text = stdout(nb)
+    assert "Dask dashboard: http" in text
+    assert "5 variants: 2 kernels, 2 pooled analyses" in text
+    assert "computed 5 variant(s) now" in text
+    assert any("fraction" in table and "survived" in table for table in html_tables(nb))
+    assert count(nb, "image/png") >= 2  # stability plot and significant-fraction glass brain
