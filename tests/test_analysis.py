@@ -12,7 +12,7 @@ from daskmeta.stats.null import relocate
 from daskmeta.stats.pvalues import p_from_histogram
 from daskmeta.stats.random_effects import dersimonian_laird
 from daskmeta.synthetic import simulate_table
-from daskmeta.threshold import threshold
+from daskmeta.thresholding import threshold
 
 
 @pytest.fixture(scope="module")
