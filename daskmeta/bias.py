@@ -58,7 +58,7 @@ EGGER_P = 0.05
 MIN_STUDIES_EGGER = 3
 #: Sterne et al. (2011) advise against asymmetry tests with fewer studies than this.
 ADVISED_STUDIES = 10
-#: Columns a clusters table must have (those of :func:`daskmeta.threshold.threshold`).
+#: Columns a clusters table must have (those of :func:`daskmeta.thresholding.threshold`).
 REQUIRED_CLUSTER_COLUMNS: tuple[str, ...] = ("cluster", "direction", "peak_type", "x", "y", "z")
 
 
@@ -231,7 +231,7 @@ def _cluster_peaks(clusters: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise ValueError(
             f"'clusters' lacks the columns {missing}; expected a clusters table with "
-            f"{list(REQUIRED_CLUSTER_COLUMNS)}, as written by daskmeta.threshold."
+            f"{list(REQUIRED_CLUSTER_COLUMNS)}, as written by daskmeta.thresholding."
         )
     peaks = clusters[clusters["peak_type"] == "cluster"]
     repeated = sorted(peaks["cluster"][peaks["cluster"].duplicated()].unique().tolist())
@@ -301,7 +301,7 @@ def publication_bias(
     maps : xarray.Dataset
         The study maps, as for :func:`extract`.
     clusters : pandas.DataFrame
-        A clusters table (:func:`daskmeta.threshold.threshold`) with at least the columns
+        A clusters table (:func:`daskmeta.thresholding.threshold`) with at least the columns
         ``cluster, direction, peak_type, x, y, z``; the rows with ``peak_type == 'cluster'``
         (one per cluster) are tested, sub-peaks are ignored.
     studies : sequence of str

@@ -22,7 +22,7 @@ MEAN_MAPS = ("z", "p", "p_fwe", "effect", "variance", "i2", "tau2", "q", "q_z")
 def cluster_table(result: xr.Dataset, threshold_params: dict[str, Any]) -> tuple[Any, pd.DataFrame]:
     """Threshold a mean result and add cluster-level FWE p-values to its table."""
     from daskmeta.stats.pvalues import cluster_p_fwe
-    from daskmeta.threshold import threshold
+    from daskmeta.thresholding import threshold
 
     found = threshold(result, p=threshold_params["p"], peak_z=threshold_params["peak_z"],
                       extent=threshold_params["extent"], mask=result.attrs["mask"])
@@ -105,7 +105,7 @@ def write_linear_model(result: xr.Dataset, maps: xr.Dataset, threshold_params: d
     from daskmeta.grid import load_mask, mm_to_ijk
     from daskmeta.plots import scatter_plot
     from daskmeta.stats.regression import original_units
-    from daskmeta.threshold import threshold
+    from daskmeta.thresholding import threshold
 
     out_dir = Path(out_dir)
     mask = result.attrs["mask"]

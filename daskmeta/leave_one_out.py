@@ -111,7 +111,7 @@ def replication(
     ----------
     labels : ndarray of int, (voxel,)
         The main analysis' signed cluster labels (+id positive, -id negative, 0 none), as
-        :attr:`daskmeta.threshold.Thresholded.labels`.
+        :attr:`daskmeta.thresholding.Thresholded.labels`.
     runs : xarray.Dataset
         The computed result of :func:`jackknife`.
 
@@ -121,7 +121,7 @@ def replication(
         One row per (cluster, left-out study): ``cluster``, ``direction``, ``left_out``,
         ``replicated`` (bool).
     """
-    from daskmeta.threshold import threshold
+    from daskmeta.thresholding import threshold
 
     rows = []
     clusters = sorted({int(label) for label in np.unique(labels) if label != 0}, key=abs)

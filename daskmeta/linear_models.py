@@ -99,7 +99,7 @@ def linear_model(
     -------
     xarray.Dataset
         Over ``voxel``: ``z`` and ``p`` (the slope / difference, ready for
-        :func:`daskmeta.threshold`), ``p_slope``, ``slope``, ``effect_0``, ``z_0``, ``p_0``,
+        :func:`daskmeta.thresholding`), ``p_slope``, ``slope``, ``effect_0``, ``z_0``, ``p_0``,
         ``effect_1``, ``z_1``, ``p_1``, ``tau2``, ``q_e``; ``null_hist`` (contrast, bin).
 
     References

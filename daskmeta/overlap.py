@@ -3,7 +3,7 @@
 Composes the kernel :func:`daskmeta.stats.multimodal.multimodal_p` with
 ``xarray.apply_ufunc(..., dask="parallelized")``: one task per voxel chunk, each reading the
 two (small) null histograms whole, so building the overlap computes nothing. Clusters and
-tables come from :func:`daskmeta.threshold.threshold`, once for same-direction overlaps and
+tables come from :func:`daskmeta.thresholding.threshold`, once for same-direction overlaps and
 once for opposite-direction ones.
 
 References
@@ -21,7 +21,7 @@ import xarray as xr
 
 from daskmeta import __version__
 from daskmeta.stats.multimodal import DEFAULT_LEVEL, MultimodalP, multimodal_p
-from daskmeta.threshold import EXTENT, PEAK_Z, VOXEL_P, Thresholded, threshold
+from daskmeta.thresholding import EXTENT, PEAK_Z, VOXEL_P, Thresholded, threshold
 
 __all__ = ["METHOD", "multimodal", "overlap_tables"]
 
@@ -180,7 +180,7 @@ def overlap_tables(
     if not isinstance(result, xr.Dataset):
         raise TypeError(f"result must be an xarray.Dataset; {type(result).__name__} was provided")
     if result.attrs.get("type") != "multimodal":
-        raise ValueError(f"result must come from daskmeta.multimodal.multimodal() (attrs['type'] "
+        raise ValueError(f"result must come from daskmeta.overlap.multimodal() (attrs['type'] "
                          f"'multimodal'); {result.attrs.get('type')!r} was provided")
     values = result[["z", "p", "z_opposite", "p_opposite"]].compute()  # one pass over the graph
     same = xr.Dataset({"z": values["z"], "p": values["p"]}, attrs=result.attrs)

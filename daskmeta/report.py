@@ -30,7 +30,7 @@ from daskmeta.atlas import MIN_REGION_VOXELS
 from daskmeta.clusters import MIN_PEAK_DISTANCE_MM
 from daskmeta.grid import TISSUE_THRESHOLD
 from daskmeta.kernel import KERNEL_FLOOR
-from daskmeta.threshold import HETEROGENEITY_P
+from daskmeta.thresholding import HETEROGENEITY_P
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -143,7 +143,7 @@ def _validate(result: Any, clusters: Any, threshold: Any) -> None:
     missing = [name for name in _CLUSTER_COLUMNS if name not in clusters.columns]
     if missing:
         raise ValueError(f"clusters must have the columns {_CLUSTER_COLUMNS}; {missing} are missing "
-                         "(pass the table of daskmeta.threshold)")
+                         "(pass the table of daskmeta.thresholding)")
 
 
 def _mask_text(mask: str, n_voxels: int) -> str:
@@ -445,7 +445,7 @@ def write_report(
         maps) over ``voxel``, the null summaries ``null_hist``, ``null_max_z``,
         ``null_min_z`` (and ``null_max_cluster_pos``/``_neg``), and its ``attrs``.
     clusters : pandas.DataFrame
-        The clusters table (:func:`daskmeta.threshold`), possibly with ``cluster_p_fwe``;
+        The clusters table (:func:`daskmeta.thresholding`), possibly with ``cluster_p_fwe``;
         may be empty.
     out_dir : pathlib.Path
         Output folder, created if needed.

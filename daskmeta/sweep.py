@@ -210,7 +210,7 @@ def stability(result: xr.Dataset) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
     reference : Thresholded
         The reference variant's thresholded result.
     """
-    from daskmeta.threshold import threshold
+    from daskmeta.thresholding import threshold
 
     def variant(n: int) -> xr.Dataset:
         return result.isel(variant=n).assign_attrs(mask=result.attrs["mask"])

@@ -112,7 +112,7 @@ def run_analysis(
     from daskmeta.analysis import DEFAULT_PERMUTATIONS, mean
     from daskmeta.bias import publication_bias
     from daskmeta.export import cluster_table, write_analysis, write_jackknife
-    from daskmeta.jackknife import jackknife, replication, replication_counts
+    from daskmeta.leave_one_out import jackknife, replication, replication_counts
 
     key = _analysis_key(settings, dict(maps.attrs))
     permutations = int(settings.get("permutations", DEFAULT_PERMUTATIONS))
@@ -171,8 +171,8 @@ def run_linear_model(
 
     from daskmeta.analysis import DEFAULT_PERMUTATIONS
     from daskmeta.export import write_linear_model
-    from daskmeta.linear_model import linear_model
-    from daskmeta.threshold import HETEROGENEITY_P
+    from daskmeta.linear_models import linear_model
+    from daskmeta.thresholding import HETEROGENEITY_P
 
     key = key or _analysis_key(settings, dict(maps.attrs))
     permutations = int(settings.get("permutations", DEFAULT_PERMUTATIONS))
@@ -205,8 +205,8 @@ def run_multimodal(
     from pathlib import Path
 
     from daskmeta.export import write_table
-    from daskmeta.multimodal import multimodal, overlap_tables
     from daskmeta.nifti import to_nifti
+    from daskmeta.overlap import multimodal, overlap_tables
     from daskmeta.store import read_group
 
     first, second = (read_group(store, f"analyses/{other}") for other in settings["of"])
@@ -330,7 +330,7 @@ def run_sweep(
     from daskmeta.preprocess import studies_hash
     from daskmeta.store import read_group
     from daskmeta.sweep import plan, stability, sweep_key, sweep_maps
-    from daskmeta.threshold import threshold
+    from daskmeta.thresholding import threshold
 
     config = load_config(config_path)
     if not config.sweep:

@@ -12,7 +12,7 @@ from daskmeta.grid import load_mask
 from daskmeta.preprocess import recreate
 from daskmeta.stats.egger import egger_test
 from daskmeta.stats.random_effects import dersimonian_laird
-from daskmeta.threshold import empty_table
+from daskmeta.thresholding import empty_table
 
 VOXEL_CHUNK = 20_000
 

@@ -58,9 +58,9 @@ def test_null_block_equals_relocation_then_explicit_runs(stack):
 
 def test_jackknife_graph_equals_explicit_analyses_without_each_study(make_studyset):
     from daskmeta.analysis import mean
-    from daskmeta.jackknife import jackknife, replication, replication_counts
+    from daskmeta.leave_one_out import jackknife, replication, replication_counts
     from daskmeta.preprocess import recreate
-    from daskmeta.threshold import threshold
+    from daskmeta.thresholding import threshold
 
     maps = recreate(make_studyset(n_studies=5, peaks_per_study=4, seed=2), anisotropy=0.0)
     maps = maps.persist(scheduler="threads")

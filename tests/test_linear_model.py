@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from daskmeta.grid import load_mask
-from daskmeta.linear_model import linear_model
+from daskmeta.linear_models import linear_model
 from daskmeta.preprocess import recreate
 from daskmeta.stats.regression import linear_contrasts, meta_regression, rescale
-from daskmeta.threshold import threshold
+from daskmeta.thresholding import threshold
 
 
 @pytest.fixture(scope="module")

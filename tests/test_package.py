@@ -42,3 +42,15 @@ def test_public_api_resolves():
 
     for name in daskmeta.__all__:
         assert getattr(daskmeta, name) is not None
+
+
+def test_public_names_stay_functions_after_their_modules_are_imported():
+    import importlib
+    import types
+
+    import daskmeta
+
+    for module in set(daskmeta._API.values()):
+        importlib.import_module(module)
+    for name in daskmeta.__all__:
+        assert not isinstance(getattr(daskmeta, name), types.ModuleType), name

@@ -13,7 +13,7 @@ import xarray as xr
 from daskmeta.grid import load_mask
 from daskmeta.report import REFERENCES, methods_text, write_report
 from daskmeta.stats.null import histogram
-from daskmeta.threshold import empty_table
+from daskmeta.thresholding import empty_table
 
 THRESHOLD = {"p": 0.005, "peak_z": 1.0, "extent": 10}
 PERMUTATIONS = 24

@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from daskmeta.atlas import load_atlas
 from daskmeta.grid import load_mask, mm_to_ijk
-from daskmeta.threshold import COLUMNS, Thresholded, threshold
+from daskmeta.thresholding import COLUMNS, Thresholded, threshold
 
 POSITIVE = (-38, -22, 56)  # left precentral
 SUBPEAK = (-50, -22, 46)  # 15.6 mm from POSITIVE, in the same cluster
