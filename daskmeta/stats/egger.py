@@ -25,6 +25,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from daskmeta.stats._validation import check_study_arrays
+
 __all__ = ["EggerResult", "egger_test"]
 
 
@@ -103,20 +105,7 @@ def egger_test(effect: ArrayLike, variance: ArrayLike, axis: int = 0) -> EggerRe
     >>> round(float(res.intercept), 3), res.df
     (1.967, 3)
     """
-    effect = np.asarray(effect)
-    variance = np.asarray(variance)
-    if effect.shape != variance.shape:
-        raise ValueError(
-            f"'effect' and 'variance' must have the same shape; got {effect.shape} and "
-            f"{variance.shape}."
-        )
-    if effect.ndim == 0:
-        raise ValueError("'effect' must have a study axis; a 0-d array was provided.")
-    if not -effect.ndim <= axis < effect.ndim:
-        raise ValueError(
-            f"'axis' must be in [{-effect.ndim}, {effect.ndim - 1}] for {effect.ndim}-d "
-            f"input; {axis} was provided."
-        )
+    effect, variance = check_study_arrays(effect, variance, axis)
     k = effect.shape[axis]
     if k < 3:
         raise ValueError(

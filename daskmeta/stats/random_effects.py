@@ -32,6 +32,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from daskmeta.stats._validation import check_study_arrays
+
 __all__ = [
     "Heterogeneity",
     "RandomEffects",
@@ -114,20 +116,7 @@ def _study_first(
     effect: ArrayLike, variance: ArrayLike, axis: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Validate shapes and return float64 views/copies with the study axis first."""
-    effect = np.asarray(effect)
-    variance = np.asarray(variance)
-    if effect.shape != variance.shape:
-        raise ValueError(
-            f"'effect' and 'variance' must have the same shape; got {effect.shape} and "
-            f"{variance.shape}."
-        )
-    if effect.ndim == 0:
-        raise ValueError("'effect' must have a study axis; a 0-d array was provided.")
-    if not -effect.ndim <= axis < effect.ndim:
-        raise ValueError(
-            f"'axis' must be in [{-effect.ndim}, {effect.ndim - 1}] for {effect.ndim}-d "
-            f"input; {axis} was provided."
-        )
+    effect, variance = check_study_arrays(effect, variance, axis)
     k = effect.shape[axis]
     if k < 2:
         raise ValueError(

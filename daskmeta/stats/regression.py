@@ -41,6 +41,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from daskmeta.stats._validation import check_study_arrays
 from daskmeta.stats.null import N_HIST, histogram, relocation_source
 
 __all__ = [
@@ -185,20 +186,7 @@ def _validate(
     effect: ArrayLike, variance: ArrayLike, design: ArrayLike, axis: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], tuple[int, ...]]:
     """Return ``y, v`` as float64 (k, V), the float64 design and the voxel shape."""
-    effect = np.asarray(effect)
-    variance = np.asarray(variance)
-    if effect.shape != variance.shape:
-        raise ValueError(
-            f"'effect' and 'variance' must have the same shape; got {effect.shape} and "
-            f"{variance.shape}."
-        )
-    if effect.ndim == 0:
-        raise ValueError("'effect' must have a study axis; a 0-d array was provided.")
-    if not -effect.ndim <= axis < effect.ndim:
-        raise ValueError(
-            f"'axis' must be in [{-effect.ndim}, {effect.ndim - 1}] for {effect.ndim}-d "
-            f"input; {axis} was provided."
-        )
+    effect, variance = check_study_arrays(effect, variance, axis)
     x = np.asarray(design, dtype=np.float64)
     k = effect.shape[axis]
     if x.ndim != 2 or x.shape[0] != k:
