@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-__all__ = ["DPI", "funnel_figure", "funnel_plot", "scatter_figure", "scatter_plot", "stability_plot"]
+__all__ = ["DPI", "funnel_figure", "funnel_plot", "scatter_figure", "scatter_plot", "stability_figure",
+           "stability_plot"]
 
 #: Resolution of the saved PNGs, dots per inch.
 DPI = 150
@@ -296,10 +297,15 @@ def scatter_plot(
 
 def stability_plot(summary: pd.DataFrame, detail: pd.DataFrame, path: str | os.PathLike,
                    title: str = "") -> Path:
+    """Write :func:`stability_figure` as a PNG."""
+    return _save(stability_figure(summary, detail, title), path)
+
+
+def stability_figure(summary: pd.DataFrame, detail: pd.DataFrame, title: str = "") -> Figure:
     """Cluster stability across the variants of a sweep: survival share and variant grid.
 
     Left: the fraction of variants in which each reference cluster survives; right: which
-    variants (columns) keep which cluster (rows).
+    variants (columns, dark = survives) keep which cluster (rows).
     """
     labels = [f"{int(r.cluster)} {r.direction[:3]} ({r.x:.0f}, {r.y:.0f}, {r.z:.0f})"
               for r in summary.itertuples()]
@@ -320,4 +326,4 @@ def stability_plot(summary: pd.DataFrame, detail: pd.DataFrame, path: str | os.P
         axis.set_ylim(len(labels) - 0.5, -0.5)
     if title:
         figure.suptitle(title)
-    return _save(figure, path)
+    return figure

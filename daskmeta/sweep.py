@@ -236,3 +236,18 @@ def stability(result: xr.Dataset) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
     summary["variants"] = detail.shape[1]
     summary["fraction"] = summary["survived"] / summary["variants"]
     return summary.reset_index(), detail.reset_index(), ref
+
+
+def significant_fraction(result: xr.Dataset) -> np.ndarray:
+    """Per voxel, the share of variants in which it lies in a significant cluster.
+
+    Each variant is thresholded with its own ``voxel_p``, ``peak_z`` and ``extent``.
+    """
+    from daskmeta.thresholding import threshold
+
+    count = np.zeros(result.sizes["voxel"])
+    for n in range(result.sizes["variant"]):
+        row = result.isel(variant=n).assign_attrs(mask=result.attrs["mask"])
+        count += threshold(row, p=float(row.voxel_p), peak_z=float(row.peak_z),
+                           extent=int(row.extent), atlas=False).labels != 0
+    return count / result.sizes["variant"]

@@ -319,8 +319,6 @@ def run_sweep(
     """
     from pathlib import Path
 
-    import numpy as np
-
     from daskmeta.config import load_config
     from daskmeta.errors import ConfigError
     from daskmeta.export import write_table
@@ -329,8 +327,7 @@ def run_sweep(
     from daskmeta.plots import stability_plot
     from daskmeta.preprocess import studies_hash
     from daskmeta.store import read_group
-    from daskmeta.sweep import plan, stability, sweep_key, sweep_maps
-    from daskmeta.thresholding import threshold
+    from daskmeta.sweep import plan, significant_fraction, stability, sweep_key, sweep_maps
 
     config = load_config(config_path)
     if not config.sweep:
@@ -359,11 +356,6 @@ def run_sweep(
     write_table(summary, out_dir / "stability.tsv")
     write_table(detail, out_dir / "stability_detail.tsv")
     stability_plot(summary, detail, out_dir / "stability.png", title=f"sweep {name}")
-    significant = np.zeros(result.sizes["voxel"])
-    for n in range(result.sizes["variant"]):
-        row = result.isel(variant=n).assign_attrs(mask=result.attrs["mask"])
-        significant += threshold(row, p=float(row.voxel_p), peak_z=float(row.peak_z),
-                                 extent=int(row.extent), atlas=False).labels != 0
-    to_nifti(significant / result.sizes["variant"], out_dir / "significant_fraction.nii.gz",
+    to_nifti(significant_fraction(result), out_dir / "significant_fraction.nii.gz",
              mask=result.attrs["mask"])
     return {"variants": variants, "stability": summary, "detail": detail, "out": out_dir}
