@@ -14,6 +14,7 @@ import xarray as xr
 from daskmeta import __version__
 from daskmeta.preprocess import VOXEL_CHUNK
 from daskmeta.randomization import DEFAULT_BLOCK, null_summary, summary_arrays
+from daskmeta.stats.fast_null import Engine, check_engine
 from daskmeta.stats.pvalues import p_from_histogram, p_fwe
 from daskmeta.stats.random_effects import dersimonian_laird
 from daskmeta.studyset import query_studies
@@ -88,6 +89,7 @@ def mean(
     name: str = "mean",
     block_size: int = DEFAULT_BLOCK,
     voxel_p: float | None = 0.005,
+    engine: Engine = "numba",
 ) -> xr.Dataset:
     """Random-effects mean of study maps, judged against the randomization null (lazy).
 
@@ -111,6 +113,11 @@ def mean(
     voxel_p : float or None
         Cluster-forming voxel threshold of the cluster-extent null, which relocates each
         study's peaks (see :func:`daskmeta.randomization.null_summary`); None skips it.
+    engine : {"numba", "numpy"}
+        The voxel null's implementation: ``"numba"`` (default), the fused kernel of
+        :mod:`daskmeta.stats.fast_null` (same null distribution, its own random streams,
+        10x or more faster); ``"numpy"``, the reference relocation. Each is reproducible
+        from ``seed`` whatever the block size or workers; the two differ draw by draw.
 
     Returns
     -------
@@ -125,16 +132,20 @@ def mean(
     DerSimonian R, Laird N (1986). Control Clin Trials 7:177.
     Radua J et al. (2012). Eur Psychiatry 27:605.
     """
+    engine = check_engine(engine)
     selected = prepare_studies(maps, where, studies, name)
     pooled = pool(selected)
     n_studies = selected.sizes["study"]
-    peaks = None
-    if "peak_g" in selected:
+    peaks, sizes = None, None
+    if "n1" in selected.coords:
         n2 = selected["n2"].data if "n2" in selected.coords else np.full(n_studies, np.nan)
-        peaks = (selected.peak_g.data, selected["n1"].data, n2)
+        sizes = (selected["n1"].data, n2)
+        if "peak_g" in selected:
+            peaks = (selected.peak_g.data, *sizes)
     summary = null_summary(
         selected.effect.data, selected.variance.data, permutations, seed, name,
         maps.attrs["mask"], block_size, voxel_p, peaks, float(maps.attrs.get("fwhm", 20.0)),
+        engine=engine, sample_sizes=sizes,
     )
     null = {key: xr.DataArray(array, dims=("bin",) if key == "null_hist" else ("randomization",))
             for key, array in summary_arrays(summary, permutations).items()}
@@ -158,6 +169,7 @@ def mean(
         "studies_hash": maps.attrs.get("studies_hash", ""),
         "null": "uniform relocation of each study's voxels (with replacement); "
                 "one null pooled over voxels and randomizations",
+        "null_engine": engine,
         "daskmeta_version": __version__,
     }
     return result
