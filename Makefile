@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.daskmeta-installed
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench bench-nimare clean
 
 # deploy/constraints.txt pins the runtime dependencies: the client and the cluster image match.
 $(STAMP): pyproject.toml deploy/constraints.txt
@@ -28,6 +28,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/permutations.py
+	$(BIN)/python benchmarks/sweep.py
+
+# NiMARE would downgrade nilearn in .venv: it gets its own environment beside daskmeta.
+bench-nimare:
+	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install --quiet --disable-pip-version-check -e . 'nimare==0.22.1'
+	.venv-bench/bin/python benchmarks/nimare_compare.py
 
 clean:
-	rm -rf $(VENV) zarr_store/*.zarr results
+	rm -rf $(VENV) .venv-bench zarr_store/*.zarr results

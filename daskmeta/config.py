@@ -36,7 +36,7 @@ ANALYSIS_TYPES = {"mean", "compare", "multimodal"}
 _NULL_KEYS = {"type": str, "where": str, "studies": list, "permutations": int, "seed": int,
               "block_size": int, "threshold": dict}
 ANALYSIS_KEYS = {
-    "mean": {**_NULL_KEYS, "jackknife": bool, "jackknife_maps": bool, "regressors": list},
+    "mean": {**_NULL_KEYS, "jackknife": bool, "jackknife_maps": bool, "regressors": list, "engine": str},
     "compare": {**_NULL_KEYS, "groups": list},
     "multimodal": {"type": str, "of": list, "threshold": dict},
 }

@@ -67,13 +67,17 @@ def preprocess_to_store(
     return True
 
 
-def _analysis_key(settings: dict[str, Any], maps_attrs: dict[str, Any]) -> str:
-    """What an analysis result depends on: its settings and the study maps it read."""
+def _analysis_key(settings: dict[str, Any], maps_attrs: dict[str, Any],
+                  threshold_params: dict[str, Any] | None = None) -> str:
+    """What an analysis result depends on: its settings, the study maps it read, the
+    null's engine and the cluster-forming voxel p of its cluster-extent null."""
     import hashlib
     import json
 
     material = {
         "settings": {k: v for k, v in settings.items() if k != "threshold"},
+        "engine": settings.get("engine", "numba"),
+        "voxel_p": (threshold_params or {}).get("p"),
         "studies_hash": maps_attrs.get("studies_hash"),
         "preprocess": {k: maps_attrs.get(k) for k in ("fwhm", "anisotropy", "beta", "mask")},
     }
@@ -114,14 +118,15 @@ def run_analysis(
     from daskmeta.export import cluster_table, write_analysis, write_jackknife
     from daskmeta.leave_one_out import jackknife, replication, replication_counts
 
-    key = _analysis_key(settings, dict(maps.attrs))
+    key = _analysis_key(settings, dict(maps.attrs), threshold_params)
     permutations = int(settings.get("permutations", DEFAULT_PERMUTATIONS))
     common = {"where": settings.get("where"), "studies": settings.get("studies"),
               "permutations": permutations, "seed": int(settings.get("seed", 0)),
               "block_size": int(settings.get("block_size", 10))}
     result = _computed(
         store, f"analyses/{name}", key,
-        lambda: mean(maps, name=name, voxel_p=float(threshold_params["p"]), **common),
+        lambda: mean(maps, name=name, voxel_p=float(threshold_params["p"]),
+                     engine=settings.get("engine", "numba"), **common),
         f"daskmeta: {name}: random-effects mean, {permutations} randomizations", client, force)
     found, table = cluster_table(result, threshold_params)
     out_dir = Path(out) / name
@@ -174,7 +179,7 @@ def run_linear_model(
     from daskmeta.linear_models import linear_model
     from daskmeta.thresholding import HETEROGENEITY_P
 
-    key = key or _analysis_key(settings, dict(maps.attrs))
+    key = key or _analysis_key(settings, dict(maps.attrs), threshold_params)
     permutations = int(settings.get("permutations", DEFAULT_PERMUTATIONS))
     regressor = settings.get("regressor")
     groups = tuple(settings["groups"]) if settings.get("groups") else None
