@@ -172,4 +172,12 @@ def mean(
         "null_engine": engine,
         "daskmeta_version": __version__,
     }
+    return with_mask(result)
+
+
+def with_mask(result: xr.Dataset) -> xr.Dataset:
+    """Copy ``attrs['mask']`` onto every voxel variable, so ``to_nifti(result.z, path)`` works."""
+    for variable in result.data_vars.values():
+        if "voxel" in variable.dims:
+            variable.attrs["mask"] = result.attrs["mask"]
     return result

@@ -14,7 +14,7 @@ import pandas as pd
 import xarray as xr
 
 from daskmeta import __version__
-from daskmeta.analysis import POOLED, prepare_studies
+from daskmeta.analysis import POOLED, prepare_studies, with_mask
 from daskmeta.randomization import (
     DEFAULT_BLOCK,
     block_bounds,
@@ -96,7 +96,7 @@ def jackknife(
         "permutations": int(permutations), "seed": int(seed), "mask": maps.attrs["mask"],
         "studies_hash": maps.attrs.get("studies_hash", ""), "daskmeta_version": __version__,
     }
-    return result
+    return with_mask(result)
 
 
 def replication(

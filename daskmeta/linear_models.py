@@ -16,7 +16,7 @@ import pandas as pd
 import xarray as xr
 
 from daskmeta import __version__
-from daskmeta.analysis import prepare_studies, study_table
+from daskmeta.analysis import prepare_studies, study_table, with_mask
 from daskmeta.randomization import (
     DEFAULT_BLOCK,
     block_bounds,
@@ -167,4 +167,4 @@ def linear_model(
         "mask": maps.attrs["mask"], "studies_hash": maps.attrs.get("studies_hash", ""),
         "daskmeta_version": __version__,
     }
-    return result
+    return with_mask(result)

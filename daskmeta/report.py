@@ -180,6 +180,14 @@ def _kernel_text(preprocess: dict[str, Any]) -> str:
     return text + f" D was the anisotropic distance '{kernel}' (beta = {_num(beta)})."
 
 
+def _engine_text(attrs: dict[str, Any]) -> str:
+    """How the relocations were drawn, by the null's engine."""
+    if attrs.get("null_engine", "numpy") == "numba":
+        return ("draws from a SplitMix64 counter generator keyed by each randomization's "
+                "NumPy SeedSequence, pooled in float64 by a fused kernel")
+    return "draws from NumPy's PCG64 generator seeded by each randomization's SeedSequence"
+
+
 def _sensitivity_text(clusters: pd.DataFrame, result: xr.Dataset) -> str:
     """Sentences on the jackknife and Egger analyses when the workflow ran them."""
     sentences = []
@@ -273,7 +281,8 @@ def methods_text(result: xr.Dataset, threshold: dict[str, Any]) -> str:
         f"Significance was assessed against a randomization null (Radua et al. 2012): in each of "
         f"{n_random} randomizations (seed {_num(seed)}), every study's voxel values (effect and "
         "variance) were relocated, independently per study, to voxels drawn uniformly with "
-        "replacement from the mask, and pooled as above; the SDM-Z of all voxels of all "
+        "replacement from the mask (" + _engine_text(attrs) + "), and pooled as above; the "
+        "SDM-Z of all voxels of all "
         f"randomizations formed one null distribution ({n_null:,} values), kept as a histogram of "
         f"{_num(BIN_WIDTH)}-wide z bins, and one-tailed p-values were computed for each sign as "
         "(1 + number of null values at least as extreme) / (1 + number of null values), the bin "

@@ -141,3 +141,16 @@ def test_planted_effect_is_found_with_its_sign_and_no_decoy():
     assert negative.sdm_z.iloc[int(np.argmin(distance))] == found.sdm_z.min()
     peaks = found[["x", "y", "z"]].to_numpy(float)
     assert np.all(np.linalg.norm(peaks - decoy, axis=1) > 20)
+
+
+def test_result_maps_carry_their_mask_for_export(maps, tmp_path):
+    import nibabel as nib
+
+    from daskmeta.nifti import to_nifti
+
+    result = mean(maps, permutations=2, seed=1, voxel_p=None).compute(scheduler="threads")
+    image = nib.load(to_nifti(result.z, tmp_path / "z.nii.gz"))
+    from daskmeta.grid import load_mask
+
+    np.testing.assert_allclose(load_mask("gray_matter").from_volume(np.asarray(image.dataobj)),
+                               result.z.values, rtol=1e-6)
