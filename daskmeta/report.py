@@ -183,9 +183,9 @@ def _kernel_text(preprocess: dict[str, Any]) -> str:
 def _engine_text(attrs: dict[str, Any]) -> str:
     """How the relocations were drawn, by the null's engine."""
     if attrs.get("null_engine", "numpy") == "numba":
-        return ("draws from a SplitMix64 counter generator keyed by each randomization's "
-                "NumPy SeedSequence, pooled in float64 by a fused kernel")
-    return "draws from NumPy's PCG64 generator seeded by each randomization's SeedSequence"
+        return ("drawn with a SplitMix64 counter generator keyed by each randomization's "
+                "NumPy SeedSequence")
+    return "drawn with NumPy's PCG64 generator seeded by each randomization's SeedSequence"
 
 
 def _sensitivity_text(clusters: pd.DataFrame, result: xr.Dataset) -> str:
