@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from scipy import sparse
 from scipy.sparse import csgraph
 
-from daskmeta.grid import GRID_SHAPE, VOXEL_SIZE_MM
+from daskmeta.grid import VOXEL_SIZE_MM
 
 #: Kernel values below this are set to zero; it fixes the kernel's radius (spec section 3).
 KERNEL_FLOOR = 1e-4
@@ -189,10 +189,6 @@ def combine_peaks(kernels: NDArray[np.float64], peak_g: NDArray[np.float64]) -> 
     effect = np.divide(weighted, total, out=np.zeros(n_targets), where=reached)
     return effect, kernels.max(0)
 
-
-def lattice_size(shape: tuple[int, int, int] = GRID_SHAPE) -> int:
-    """Number of grid voxels (for sanity checks)."""
-    return int(np.prod(shape))
 
 
 def isotropic_offsets(fwhm: float = 20.0) -> tuple[NDArray[np.int64], NDArray[np.float64]]:

@@ -121,18 +121,14 @@ def replication(
         One row per (cluster, left-out study): ``cluster``, ``direction``, ``left_out``,
         ``replicated`` (bool).
     """
-    from daskmeta.thresholding import threshold
+    from daskmeta.thresholding import replicated, threshold
 
     rows = []
-    clusters = sorted({int(label) for label in np.unique(labels) if label != 0}, key=abs)
     for j, study in enumerate(runs.left_out.values):
-        run = runs.isel(left_out=j)
-        found = threshold(run, p=p, peak_z=peak_z, extent=extent, atlas=False).labels
-        for cluster in clusters:
-            inside = found[labels == cluster]
-            same = inside > 0 if cluster > 0 else inside < 0
+        found = threshold(runs.isel(left_out=j), p=p, peak_z=peak_z, extent=extent, atlas=False).labels
+        for cluster, again in replicated(labels, found).items():
             rows.append({"cluster": abs(cluster), "direction": "positive" if cluster > 0 else "negative",
-                         "left_out": str(study), "replicated": bool(same.any())})
+                         "left_out": str(study), "replicated": again})
     return pd.DataFrame(rows, columns=["cluster", "direction", "left_out", "replicated"])
 
 

@@ -193,12 +193,34 @@ def run_sweep_to_store(maps: xr.Dataset, store: str | os.PathLike, group: str, k
     return pending
 
 
-def stability(result: xr.Dataset) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+def variant_labels(result: xr.Dataset) -> np.ndarray:
+    """Signed cluster labels of every variant, ``(variant, voxel)``.
+
+    Each variant is thresholded with its own ``voxel_p``, ``peak_z`` and ``extent``.
+    """
+    from daskmeta.thresholding import threshold
+
+    labels = np.zeros((result.sizes["variant"], result.sizes["voxel"]), dtype=np.int32)
+    for n in range(result.sizes["variant"]):
+        row = result.isel(variant=n).assign_attrs(mask=result.attrs["mask"])
+        labels[n] = threshold(row, p=float(row.voxel_p), peak_z=float(row.peak_z),
+                              extent=int(row.extent), atlas=False).labels
+    return labels
+
+
+def stability(result: xr.Dataset, labels: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
     """For each cluster of the reference variant, the variants in which it survives.
 
     A cluster survives a variant that has a significant cluster of the same sign
-    overlapping it by at least one voxel, each variant thresholded with its own ``p``,
-    ``peak_z`` and ``extent`` (the jackknife's rule).
+    overlapping it by at least one voxel (:func:`daskmeta.thresholding.replicated`), each
+    variant thresholded with its own thresholds.
+
+    Parameters
+    ----------
+    result : xarray.Dataset
+        A computed sweep.
+    labels : ndarray, optional
+        :func:`variant_labels` of ``result``, when already computed.
 
     Returns
     -------
@@ -208,27 +230,18 @@ def stability(result: xr.Dataset) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
     detail : pandas.DataFrame
         Clusters x variants of booleans.
     reference : Thresholded
-        The reference variant's thresholded result.
+        The reference variant's thresholded result (with atlas labels).
     """
-    from daskmeta.thresholding import threshold
+    from daskmeta.thresholding import replicated, threshold
 
-    def variant(n: int) -> xr.Dataset:
-        return result.isel(variant=n).assign_attrs(mask=result.attrs["mask"])
-
-    reference_row = int(np.flatnonzero(result.coords["reference"].values)[0])
-    settings = {key: result.coords[key].values for key in THRESHOLD_PARAMETERS}
-    ref = threshold(variant(reference_row), p=float(settings["voxel_p"][reference_row]),
-                    peak_z=float(settings["peak_z"][reference_row]),
-                    extent=int(settings["extent"][reference_row]))
-    clusters = sorted({int(label) for label in np.unique(ref.labels) if label != 0}, key=abs)
-    found = {}
-    for n in range(result.sizes["variant"]):
-        labels = threshold(variant(n), p=float(settings["voxel_p"][n]), peak_z=float(settings["peak_z"][n]),
-                           extent=int(settings["extent"][n]), atlas=False).labels
-        found[int(result.variant.values[n])] = [
-            bool(((labels[ref.labels == c] > 0) if c > 0 else (labels[ref.labels == c] < 0)).any())
-            for c in clusters]
-    detail = pd.DataFrame(found, index=[abs(c) for c in clusters])
+    labels = variant_labels(result) if labels is None else labels
+    row = int(np.flatnonzero(result.coords["reference"].values)[0])
+    reference = result.isel(variant=row).assign_attrs(mask=result.attrs["mask"])
+    ref = threshold(reference, p=float(reference.voxel_p), peak_z=float(reference.peak_z),
+                    extent=int(reference.extent))
+    found = {int(v): replicated(ref.labels, labels[n]) for n, v in enumerate(result.variant.values)}
+    clusters = [abs(c) for c in replicated(ref.labels, ref.labels)]
+    detail = pd.DataFrame({v: list(f.values()) for v, f in found.items()}, index=clusters)
     detail.index.name = "cluster"
     peaks = ref.table[ref.table["peak_type"] == "cluster"].set_index("cluster")
     summary = peaks.loc[detail.index, ["direction", "x", "y", "z", "sdm_z", "voxels", "region"]].copy()
@@ -238,16 +251,7 @@ def stability(result: xr.Dataset) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
     return summary.reset_index(), detail.reset_index(), ref
 
 
-def significant_fraction(result: xr.Dataset) -> np.ndarray:
-    """Per voxel, the share of variants in which it lies in a significant cluster.
-
-    Each variant is thresholded with its own ``voxel_p``, ``peak_z`` and ``extent``.
-    """
-    from daskmeta.thresholding import threshold
-
-    count = np.zeros(result.sizes["voxel"])
-    for n in range(result.sizes["variant"]):
-        row = result.isel(variant=n).assign_attrs(mask=result.attrs["mask"])
-        count += threshold(row, p=float(row.voxel_p), peak_z=float(row.peak_z),
-                           extent=int(row.extent), atlas=False).labels != 0
-    return count / result.sizes["variant"]
+def significant_fraction(result: xr.Dataset, labels: np.ndarray | None = None) -> np.ndarray:
+    """Per voxel, the share of variants in which it lies in a significant cluster."""
+    labels = variant_labels(result) if labels is None else labels
+    return (labels != 0).mean(axis=0)

@@ -250,3 +250,19 @@ def threshold(
 
     params = {"p": p, "peak_z": peak_z, "extent": extent, "min_distance_mm": MIN_PEAK_DISTANCE_MM}
     return Thresholded(_frame(rows, COLUMNS + optional), signed, mask, params)
+
+
+def replicated(reference: NDArray, labels: NDArray) -> dict[int, bool]:
+    """Whether each cluster of ``reference`` is found again in ``labels``.
+
+    Both are signed voxel labels (+id positive, -id negative, 0 none), as
+    :attr:`Thresholded.labels`. A reference cluster is found again when ``labels`` has a
+    cluster of the same sign overlapping it by at least one voxel (spec section 7, chosen
+    here). Keys are the signed reference labels, in order of ``abs``.
+    """
+    clusters = sorted({int(label) for label in np.unique(reference) if label != 0}, key=abs)
+    found = {}
+    for cluster in clusters:
+        inside = labels[reference == cluster]
+        found[cluster] = bool((inside > 0).any() if cluster > 0 else (inside < 0).any())
+    return found

@@ -332,7 +332,14 @@ def run_sweep(
     from daskmeta.plots import stability_plot
     from daskmeta.preprocess import studies_hash
     from daskmeta.store import read_group
-    from daskmeta.sweep import plan, significant_fraction, stability, sweep_key, sweep_maps
+    from daskmeta.sweep import (
+        plan,
+        significant_fraction,
+        stability,
+        sweep_key,
+        sweep_maps,
+        variant_labels,
+    )
 
     config = load_config(config_path)
     if not config.sweep:
@@ -355,12 +362,13 @@ def run_sweep(
         maps = sweep_maps(studies, variants, sweep, preprocess, name)
         run_sweep_to_store(maps, config.store, group, key, client=client, force=force)
     result = read_group(config.store, group).compute()
-    summary, detail, _ = stability(result)
+    labels = variant_labels(result)  # every variant thresholded once, for both summaries
+    summary, detail, _ = stability(result, labels)
     out_dir = Path(config.out) / "sweeps" / name
     write_table(variants.drop(columns=["kernel_key", "analysis_key"]), out_dir / "variants.tsv")
     write_table(summary, out_dir / "stability.tsv")
     write_table(detail, out_dir / "stability_detail.tsv")
     stability_plot(summary, detail, out_dir / "stability.png", title=f"sweep {name}")
-    to_nifti(significant_fraction(result), out_dir / "significant_fraction.nii.gz",
+    to_nifti(significant_fraction(result, labels), out_dir / "significant_fraction.nii.gz",
              mask=result.attrs["mask"])
     return {"variants": variants, "stability": summary, "detail": detail, "out": out_dir}

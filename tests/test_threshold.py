@@ -227,3 +227,14 @@ def test_errors(planted, gray):
     with pytest.raises(ValueError, match="dimension 'voxel'"):
         threshold(ds.expand_dims(contrast=2))
     assert len(threshold(ds, mask=gray, atlas=False).table) > 0
+
+
+def test_replicated_needs_the_same_sign_and_one_shared_voxel():
+    from daskmeta.thresholding import replicated
+
+    reference = np.array([1, 1, 0, -2, -2, 3, 0])
+    labels = np.array([0, 5, 0, 4, 0, 0, -1])  # cluster 1 overlapped by a positive one;
+    # cluster -2 only by a positive one (wrong sign); cluster 3 not at all
+    assert replicated(reference, labels) == {1: True, -2: False, 3: False}
+    assert replicated(reference, -labels) == {1: False, -2: True, 3: False}
+    assert replicated(np.zeros(4, int), labels) == {}

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
+
+from daskmeta.connect import hold_until_interrupted, run_command
 
 IMAGE = "ghcr.io/daskmeta/daskmeta:0.1.0"
 
@@ -36,26 +37,6 @@ def security_config(security) -> dict:
         "distributed.comm.tls.client.cert": security.tls_cert,
         "distributed.comm.tls.client.key": security.tls_key,
     }
-
-
-def run_daskmeta(command: list[str], address: str) -> int:
-    """Run a ``daskmeta`` command line in this process against the scheduler at ``address``."""
-    from daskmeta.cli import app
-
-    try:
-        app(args=[*command, "--scheduler", address], prog_name="daskmeta")
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    return 0
-
-
-def wait_for_interrupt() -> None:
-    print("cluster is up; Ctrl-C here to stop", file=sys.stderr, flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dashboard: {cluster.dashboard_link}", file=sys.stderr, flush=True)
         if command:
             with dask.config.set(security_config(cluster.security)):
-                return run_daskmeta(command, cluster.scheduler_address)
-        wait_for_interrupt()
+                return run_command(command, cluster.scheduler_address)
+        hold_until_interrupted()
         return 0
     finally:
         cluster.close()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import time
 from pathlib import Path
+
+from daskmeta.connect import hold_until_interrupted, run_command
 
 IMAGE = "ghcr.io/daskmeta/daskmeta:0.1.0"
 THREAD_ENV = "export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1"
@@ -80,17 +81,6 @@ def options(args: argparse.Namespace) -> dict:
     return kwargs
 
 
-def run_daskmeta(command: list[str], address: str) -> int:
-    """Run a ``daskmeta`` command line in this process against the scheduler at ``address``."""
-    from daskmeta.cli import app
-
-    try:
-        app(args=[*command, "--scheduler", address], prog_name="daskmeta")
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    return 0
-
-
 def serve(cluster, args: argparse.Namespace) -> int:
     """Submit the jobs, then run the daskmeta command, or print the address and wait."""
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -101,11 +91,5 @@ def serve(cluster, args: argparse.Namespace) -> int:
     print(f"DASK_SCHEDULER_ADDRESS={cluster.scheduler_address}", flush=True)
     print(f"dashboard: {cluster.dashboard_link}", file=sys.stderr, flush=True)
     if command:
-        return run_daskmeta(command, cluster.scheduler_address)
-    print("jobs submitted; the cluster lives while this runs: Ctrl-C to stop",
-          file=sys.stderr, flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        return 0
+        return run_command(command, cluster.scheduler_address)
+    return hold_until_interrupted("jobs submitted; the cluster lives while this runs: Ctrl-C to stop")

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
+
+from daskmeta.connect import hold_until_interrupted, run_command
 
 IMAGE = "ghcr.io/daskmeta/daskmeta:0.1.0"
 NAME = "daskmeta"
@@ -59,26 +60,6 @@ def cluster_spec(name: str = NAME, n_workers: int = 4, image: str = IMAGE) -> di
     return spec
 
 
-def run_daskmeta(command: list[str], address: str) -> int:
-    """Run a ``daskmeta`` command line in this process against the scheduler at ``address``."""
-    from daskmeta.cli import app
-
-    try:
-        app(args=[*command, "--scheduler", address], prog_name="daskmeta")
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    return 0
-
-
-def wait_for_interrupt() -> None:
-    print("cluster is up; Ctrl-C here to stop", file=sys.stderr, flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", default=NAME, help=f"DaskCluster name (default {NAME})")
@@ -100,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"DASK_SCHEDULER_ADDRESS={cluster.scheduler_address}", flush=True)
         print(f"dashboard: {cluster.dashboard_link}", file=sys.stderr, flush=True)
         if command:
-            return run_daskmeta(command, cluster.scheduler_address)
-        wait_for_interrupt()
+            return run_command(command, cluster.scheduler_address)
+        hold_until_interrupted()
         return 0
     finally:
         cluster.close()
