@@ -26,6 +26,7 @@ from daskmeta.clusters import largest_cluster
 from daskmeta.grid import load_mask
 from daskmeta.kernel import KernelPaster
 from daskmeta.stats.fast_null import (
+    DEFAULT_ENGINE,
     Engine,
     StudyTables,
     check_engine,
@@ -35,6 +36,7 @@ from daskmeta.stats.fast_null import (
     variance_model,
 )
 from daskmeta.stats.null import N_HIST, NullSummary, combine, randomization_block
+from daskmeta.stats.permutation_null import ShuffledStack, permutation_block, shuffled_stack
 from daskmeta.stats.pvalues import z_threshold_for_p
 
 #: Randomizations per task when not given: large enough to amortise scheduling, small
@@ -92,6 +94,28 @@ def _tables(effect: np.ndarray, variance: np.ndarray, n1: np.ndarray | None,
 
 def _fast_block(tables: StudyTables, seed: int, name: str, start: int, stop: int) -> NullSummary:
     return fast_randomization_block(tables, randomization_seeds(seed, name, start, stop))
+
+
+#: Stream of an analysis's seed that arranges the studies for the permutation engine
+#: (0: voxel relocations, 1: peak relocations).
+ARRANGEMENT_STREAM = 2
+
+
+def arrangement_seed(seed: int, name: str) -> np.random.SeedSequence:
+    """The seed sequence of the permutation engine's arrangements of analysis ``name``."""
+    return randomization_seeds(seed, name, 0, 1, stream=ARRANGEMENT_STREAM)[0]
+
+
+def _shuffled(effect: np.ndarray, variance: np.ndarray, n1: np.ndarray | None,
+              n2: np.ndarray | None, seed: int, name: str) -> ShuffledStack:
+    model = {} if n1 is None else dict(zip(("sampling", "constant"), variance_model(n1, n2),
+                                           strict=True))
+    return shuffled_stack(effect, arrangement_seed(seed, name), variance, **model)
+
+
+def _permutation_block(stack: ShuffledStack, seed: int, name: str, start: int, stop: int
+                       ) -> NullSummary:
+    return permutation_block(stack, randomization_seeds(seed, name, start, stop))
 
 
 def _cluster_block(
@@ -180,7 +204,7 @@ def null_summary(
     voxel_p: float | None = 0.005,
     peaks: tuple[ArrayLike, ArrayLike, ArrayLike] | None = None,
     fwhm: float = 20.0,
-    engine: Engine = "numba",
+    engine: Engine = DEFAULT_ENGINE,
     sample_sizes: tuple[ArrayLike, ArrayLike] | None = None,
 ) -> Delayed:
     """The randomization null of a mean analysis, as one lazy :class:`NullSummary`.
@@ -213,8 +237,12 @@ def null_summary(
         conservative for anisotropic study maps and exact for ``anisotropy = 0``.
     fwhm : float
         The kernel FWHM of the study maps.
-    engine : {"numba", "numpy"}
-        ``"numba"`` (default): the fused kernel of :mod:`daskmeta.stats.fast_null` on
+    engine : {"permutation", "numba", "numpy"}
+        ``"permutation"`` (default): each randomization permutes every study's voxels, a
+        random cyclic shift of the study's seeded random arrangement (stream
+        :data:`ARRANGEMENT_STREAM` of the analysis seed), pooled by the streaming kernel of
+        :mod:`daskmeta.stats.permutation_null` (variance recomputed as ``a + c effect^2``).
+        ``"numba"``: independent uniform draws, the fused kernel of :mod:`daskmeta.stats.fast_null` on
         compressed study tables (variance recomputed as ``a + c effect^2``; same null
         distribution as the reference, its own random streams; runs a NumPy version of the
         same streams where Numba is missing). ``"numpy"``: the reference
@@ -236,9 +264,17 @@ def null_summary(
     token = dask.base.tokenize(stack_e, stack_v, n_randomizations, seed, name, block_size, engine,
                                sample_sizes)
     bounds = block_bounds(n_randomizations, block_size)
-    if engine == "numba":
-        n1, n2 = (None, None) if sample_sizes is None else (
-            dask.delayed(np.asarray, pure=True)(a, dtype=np.float64) for a in sample_sizes)
+    n1, n2 = (None, None) if sample_sizes is None else (
+        dask.delayed(np.asarray, pure=True)(a, dtype=np.float64) for a in sample_sizes)
+    if engine == "permutation":
+        stack = dask.delayed(_shuffled, pure=True)(stack_e, stack_v, n1, n2, seed, name,
+                                                   dask_key_name=f"null-arrangement-{name}-{token}")
+        first = [
+            dask.delayed(_permutation_block, pure=True)(
+                stack, seed, name, start, stop, dask_key_name=f"randomization-{name}-{token}-{start}")
+            for start, stop in bounds
+        ]
+    elif engine == "numba":
         tables = dask.delayed(_tables, pure=True)(stack_e, stack_v, n1, n2,
                                                   dask_key_name=f"null-tables-{name}-{token}")
         first = [

@@ -145,12 +145,20 @@ def _kernel_text(preprocess: dict[str, Any]) -> str:
     return text + f" D was the anisotropic distance '{kernel}' (beta = {_num(beta)})."
 
 
-def _engine_text(attrs: dict[str, Any]) -> str:
-    """How the relocations were drawn, by the null's engine."""
-    if attrs.get("null_engine", "numpy") == "numba":
-        return ("drawn with a SplitMix64 counter generator keyed by each randomization's "
-                "NumPy SeedSequence")
-    return "drawn with NumPy's PCG64 generator seeded by each randomization's SeedSequence"
+def _relocation_text(attrs: dict[str, Any]) -> str:
+    """How each study's voxel values were relocated, by the null's engine."""
+    engine = attrs.get("null_engine", "numpy")
+    if engine == "permutation":
+        return ("were relocated, independently per study, by a uniformly random permutation of "
+                "the mask's voxels (each study's values put once in a seeded random order, "
+                "then cyclically shifted by an independent uniform offset per randomization, "
+                "drawn with a SplitMix64 counter generator keyed by the randomization's NumPy "
+                "SeedSequence; chosen in daskmeta)")
+    how = ("a SplitMix64 counter generator keyed by each randomization's NumPy SeedSequence"
+           if engine == "numba" else
+           "NumPy's PCG64 generator seeded by each randomization's SeedSequence")
+    return ("were relocated, independently per study, to voxels drawn uniformly with "
+            f"replacement from the mask (drawn with {how})")
 
 
 def _sensitivity_text(clusters: pd.DataFrame, result: xr.Dataset) -> str:
@@ -245,8 +253,7 @@ def methods_text(result: xr.Dataset, threshold: dict[str, Any]) -> str:
         f"below {_num(HETEROGENEITY_P)} (chosen in daskmeta).",
         f"Significance was assessed against a randomization null (Radua et al. 2012): in each of "
         f"{n_random} randomizations (seed {_num(seed)}), every study's voxel values (effect and "
-        "variance) were relocated, independently per study, to voxels drawn uniformly with "
-        "replacement from the mask (" + _engine_text(attrs) + "), and pooled as above; the "
+        "variance) " + _relocation_text(attrs) + ", and pooled as above; the "
         "SDM-Z of all voxels of all "
         f"randomizations formed one null distribution ({n_null:,} values), kept as a histogram of "
         f"{_num(BIN_WIDTH)}-wide z bins, and one-tailed p-values were computed for each sign as "

@@ -12,6 +12,7 @@ from typing import Any
 
 from daskmeta.connect import cluster_client, compute
 from daskmeta.preprocess import recreate, studies_hash
+from daskmeta.stats.fast_null import DEFAULT_ENGINE
 from daskmeta.store import group_attrs, is_complete, write_group
 from daskmeta.studyset import StudySet
 
@@ -76,7 +77,7 @@ def _analysis_key(settings: dict[str, Any], maps_attrs: dict[str, Any],
 
     material = {
         "settings": {k: v for k, v in settings.items() if k != "threshold"},
-        "engine": settings.get("engine", "numba"),
+        "engine": settings.get("engine", DEFAULT_ENGINE),
         "voxel_p": (threshold_params or {}).get("p"),
         "studies_hash": maps_attrs.get("studies_hash"),
         "preprocess": {k: maps_attrs.get(k) for k in ("fwhm", "anisotropy", "beta", "mask")},
@@ -126,7 +127,7 @@ def run_analysis(
     result = _computed(
         store, f"analyses/{name}", key,
         lambda: mean(maps, name=name, voxel_p=float(threshold_params["p"]),
-                     engine=settings.get("engine", "numba"), **common),
+                     engine=settings.get("engine", DEFAULT_ENGINE), **common),
         f"daskmeta: {name}: random-effects mean, {permutations} randomizations", client, force)
     found, table = cluster_table(result, threshold_params)
     out_dir = Path(out) / name

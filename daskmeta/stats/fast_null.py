@@ -50,6 +50,7 @@ from daskmeta.stats.null import N_HIST, NullSummary, histogram
 from daskmeta.stats.random_effects import _pooled_z
 
 __all__ = [
+    "DEFAULT_ENGINE",
     "ENGINES",
     "VARIANCE_RTOL",
     "Engine",
@@ -62,11 +63,17 @@ __all__ = [
     "randomization_keys",
     "study_groups",
     "study_tables",
+    "uniform_draws",
+    "validated_model",
     "variance_model",
 ]
 
-#: Engines of the mean's randomization null: the fused kernel (default) or the NumPy reference.
-Engine = Literal["numba", "numpy"]
+#: Engines of the mean's randomization null: permutations of seeded arrangements (default,
+#: :mod:`daskmeta.stats.permutation_null`), independent draws with the fused kernel, or
+#: independent draws with the NumPy reference.
+Engine = Literal["permutation", "numba", "numpy"]
+#: The default engine.
+DEFAULT_ENGINE: Engine = "permutation"
 ENGINES: tuple[str, ...] = get_args(Engine)
 #: Largest relative gap allowed between a study's variance map and ``a + c effect^2``
 #: (float32 storage rounds to about 6e-8).
@@ -175,6 +182,30 @@ def study_tables(
         or a variance map farther than :data:`VARIANCE_RTOL` (relative) from the model: such
         maps need the NumPy reference (``engine="numpy"``).
     """
+    effect, sampling, constant = validated_model(effect, variance, sampling, constant)
+    k, n_voxels = effect.shape
+    dtype = effect.dtype
+    tables, n_zero = [], np.empty(k, dtype=np.int64)
+    for s in range(k):
+        nonzero = effect[s][effect[s] != 0]
+        n_zero[s] = n_voxels - nonzero.size
+        tables.append(np.concatenate([np.zeros(1, dtype=dtype), nonzero]))
+    sizes = np.array([t.size for t in tables], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    return StudyTables(np.concatenate(tables), offsets, n_zero, sampling, constant, int(n_voxels))
+
+
+def validated_model(
+    effect: ArrayLike,
+    variance: ArrayLike | None = None,
+    sampling: ArrayLike | None = None,
+    constant: ArrayLike | None = None,
+) -> tuple[NDArray[np.floating], NDArray[np.float64], NDArray[np.float64]]:
+    """The checked effect stack (float32 kept, else float64) and its variance model ``a, c``.
+
+    The checks and the fitting of :func:`study_tables` (see there), shared by the engines
+    that read only the effect.
+    """
     effect = np.asarray(effect)
     if effect.ndim != 2 or effect.shape[0] < 2 or effect.shape[1] < 1:
         raise ValueError(
@@ -214,14 +245,7 @@ def study_tables(
         )
     if variance is not None:
         _check_variance(effect, variance, sampling, constant)
-    tables, n_zero = [], np.empty(k, dtype=np.int64)
-    for s in range(k):
-        nonzero = effect[s][effect[s] != 0]
-        n_zero[s] = n_voxels - nonzero.size
-        tables.append(np.concatenate([np.zeros(1, dtype=dtype), nonzero]))
-    sizes = np.array([t.size for t in tables], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    return StudyTables(np.concatenate(tables), offsets, n_zero, sampling, constant, int(n_voxels))
+    return effect, sampling, constant
 
 
 def _check_variance(effect: NDArray, variance: NDArray, sampling: NDArray, constant: NDArray) -> None:
@@ -280,20 +304,30 @@ def _kernel(jit: bool | None) -> ModuleType | None:
     return kernel
 
 
+def uniform_draws(key: np.uint64, counters: NDArray[np.uint64], n: int) -> NDArray[np.int64]:
+    """The kernels' draws in ``[0, n)`` for these 1-based counters of stream ``key`` (NumPy).
+
+    SplitMix64 of ``key + counter * GAMMA``, mapped by ``floor(r * n / 2^64)`` (exact, from
+    two 32 x 32-bit products; ``n < 2^32``): :func:`daskmeta.stats._null_kernel.position`.
+    """
+    r = np.asarray(counters, dtype=np.uint64) * _GAMMA + np.uint64(key)
+    r = (r ^ (r >> np.uint64(30))) * _MIX1
+    r = (r ^ (r >> np.uint64(27))) * _MIX2
+    r ^= r >> np.uint64(31)
+    high, low = r >> np.uint64(32), r & np.uint64(0xFFFFFFFF)
+    n64 = np.uint64(n)
+    return ((high * n64 + ((low * n64) >> np.uint64(32))) >> np.uint64(32)).astype(np.int64)
+
+
 def _numpy_maps(tables: StudyTables, keys: NDArray[np.uint64]) -> NDArray[np.float64]:
     """The NumPy version of the kernel's stream and pooling (same numbers, (k, V) temporaries)."""
     k, n = tables.n_studies, tables.n_voxels
-    counter = np.arange(1, k * n + 1, dtype=np.uint64).reshape(k, n) * _GAMMA
+    counter = np.arange(1, k * n + 1, dtype=np.uint64).reshape(k, n)
     shift = (tables.n_zero - 1)[:, None]
     z = np.empty((keys.size, n), dtype=np.float64)
     for b, key in enumerate(keys):
-        r = counter + key
-        r = (r ^ (r >> np.uint64(30))) * _MIX1
-        r = (r ^ (r >> np.uint64(27))) * _MIX2
-        r ^= r >> np.uint64(31)
-        high, low = r >> np.uint64(32), r & np.uint64(0xFFFFFFFF)
-        u = ((high * np.uint64(n) + ((low * np.uint64(n)) >> np.uint64(32))) >> np.uint64(32))
-        position = np.maximum(u.astype(np.int64) - shift, 0) + tables.offsets[:, None]
+        u = uniform_draws(key, counter, n)
+        position = np.maximum(u - shift, 0) + tables.offsets[:, None]
         y = tables.values[position].astype(np.float64)
         variance = tables.sampling[:, None] + tables.constant[:, None] * (y * y)
         z[b] = _pooled_z(y, variance)

@@ -1,0 +1,271 @@
+"""Permutation null of the mean: each randomization permutes every study's voxels (spec 5).
+
+Spec section 5 allows relocating each study's voxels "by a random permutation of the mask
+voxels, or by independent uniform voxel draws" [C]. This engine permutes, and makes the
+permutations cheap:
+
+1. Once per analysis, each study's effects are put in a seeded uniformly random order
+   (its *arrangement*, :class:`ShuffledStack`; ``numpy.random.Generator.permutation``).
+2. Randomization ``b`` moves study ``s`` by a cyclic shift ``d_s`` (uniform on
+   ``[0, V)``, independent across studies, from the randomization's own counter-based
+   stream): voxel ``v`` gets entry ``(v - d_s) mod V`` of the arrangement.
+
+A cyclic shift of a uniformly random arrangement is itself a uniformly random permutation, so
+**every randomization is exactly the permutation null** (each study's map a uniform random
+permutation of its values, independently across studies), and each voxel's k effects are
+independent draws from the studies' value distributions, as under the draw null. What
+randomizations share is the arrangement: two randomizations pair the same voxels of studies
+``s`` and ``t`` only when their relative shifts ``d_t - d_s`` agree (probability ``1/V``
+per study pair and pair of randomizations), the same expected overlap as independent draws
+but clumped; means and tail counts over randomizations stay unbiased.
+
+Cost: no random number and no gather per study-voxel. A randomization streams the (study,
+voxel) stack once (contiguous runs per tile) and pools as it goes
+(:mod:`daskmeta.stats._permutation_kernel`); with the variance a function of the effect (spec
+section 3) only the effect is read. ``benchmarks/permutations.py`` measures it against the
+time of streaming the stack from memory.
+
+References
+----------
+Radua J et al. (2012). Eur Psychiatry 27:605-611 (randomization of voxel locations).
+Albajes-Eizagirre A, Solanes A, Radua J (2019). NeuroImage 186:174-184 (SDM's permutations).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Sequence
+from types import ModuleType
+from typing import NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from daskmeta.stats.fast_null import randomization_keys, uniform_draws, validated_model
+from daskmeta.stats.null import N_HIST, NullSummary, histogram
+from daskmeta.stats.random_effects import _pooled_z
+
+__all__ = [
+    "PAD",
+    "ShuffledStack",
+    "permutation_block",
+    "permutation_maps",
+    "permutation_shifts",
+    "permuted_effects",
+    "shuffled_stack",
+]
+
+#: Entries repeated at the end of each row (the kernel's tile), so a tile reads one run.
+PAD = 512
+
+
+class ShuffledStack(NamedTuple):
+    """Each study's effects in a seeded random arrangement, with its variance model.
+
+    Attributes
+    ----------
+    values : ndarray of float32 or float64, shape (n_studies, n_voxels + PAD)
+        Row ``s``: study ``s``'s effects in its arrangement, then the arrangement's first
+        :data:`PAD` entries again (``values[s, n_voxels + i] == values[s, i]``).
+    sampling, constant : ndarray of float64, shape (n_studies,)
+        ``a_s`` and ``c_s`` of ``variance = a_s + c_s * effect^2``.
+    n_voxels : int
+        Voxels of the mask.
+    """
+
+    values: NDArray[np.floating]
+    sampling: NDArray[np.float64]
+    constant: NDArray[np.float64]
+    n_voxels: int
+
+    @property
+    def n_studies(self) -> int:
+        """Number of studies."""
+        return int(self.sampling.shape[0])
+
+    @property
+    def arrangement(self) -> NDArray[np.floating]:
+        """The arranged effects without the repeated entries, shape (n_studies, n_voxels)."""
+        return self.values[:, : self.n_voxels]
+
+
+def shuffled_stack(
+    effect: ArrayLike,
+    seed_sequence: np.random.SeedSequence,
+    variance: ArrayLike | None = None,
+    sampling: ArrayLike | None = None,
+    constant: ArrayLike | None = None,
+) -> ShuffledStack:
+    """Arrange each study's effects in a seeded uniformly random order.
+
+    Parameters
+    ----------
+    effect : array_like, shape (n_studies, n_voxels)
+        Study effects (float32 kept, else float64; must be finite).
+    seed_sequence : numpy.random.SeedSequence
+        Seeds the arrangements (one ``Generator.permutation`` per study, in study order);
+        ``daskmeta.randomization`` uses stream 2 of the analysis.
+    variance, sampling, constant
+        The variance model, given (``sampling``, ``constant``; see
+        :func:`~daskmeta.stats.fast_null.variance_model`), fitted from ``variance``, and
+        checked against ``variance`` when given (as :func:`~daskmeta.stats.fast_null.study_tables`).
+
+    Returns
+    -------
+    ShuffledStack
+
+    Raises
+    ------
+    ValueError
+        As :func:`~daskmeta.stats.fast_null.study_tables`.
+    """
+    if not isinstance(seed_sequence, np.random.SeedSequence):
+        raise TypeError("'seed_sequence' must be a numpy.random.SeedSequence.")
+    effect, sampling, constant = validated_model(effect, variance, sampling, constant)
+    k, n_voxels = effect.shape
+    rng = np.random.default_rng(seed_sequence)
+    values = np.empty((k, n_voxels + PAD), dtype=effect.dtype)
+    for s in range(k):
+        values[s, :n_voxels] = effect[s, rng.permutation(n_voxels)]
+    _repeat_head(values, n_voxels)
+    return ShuffledStack(values, sampling, constant, int(n_voxels))
+
+
+def _repeat_head(values: NDArray, n_voxels: int) -> None:
+    """Fill the last PAD entries of each row with its first ones (wrapping for tiny masks)."""
+    values[:, n_voxels:] = values[:, np.arange(PAD) % n_voxels]
+
+
+def permutation_shifts(stack: ShuffledStack, keys: ArrayLike) -> NDArray[np.int64]:
+    """Each randomization's cyclic shift of each study, shape (n_keys, n_studies).
+
+    Shift ``s`` of key ``key`` is draw ``s + 1`` of the key's SplitMix64 stream mapped to
+    ``[0, n_voxels)`` (:func:`~daskmeta.stats.fast_null.uniform_draws`), as in the kernel.
+    """
+    keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
+    counters = np.arange(1, stack.n_studies + 1, dtype=np.uint64)
+    return np.stack([uniform_draws(key, counters, stack.n_voxels) for key in keys]) if keys.size \
+        else np.empty((0, stack.n_studies), dtype=np.int64)
+
+
+def permuted_effects(stack: ShuffledStack, seed_sequences: Sequence[np.random.SeedSequence]
+                     ) -> NDArray[np.floating]:
+    """The relocated study maps of each randomization, shape (n, n_studies, n_voxels).
+
+    Randomization ``b`` puts entry ``(v - d_bs) mod V`` of study ``s``'s arrangement at
+    voxel ``v``. For tests and diagnostics (memory grows with ``n``).
+    """
+    shifts = permutation_shifts(stack, randomization_keys(seed_sequences))
+    voxels = np.arange(stack.n_voxels)
+    arranged = stack.arrangement
+    return np.stack([
+        np.stack([arranged[s, (voxels - d[s]) % stack.n_voxels] for s in range(stack.n_studies)])
+        for d in shifts
+    ]) if len(shifts) else np.empty((0, stack.n_studies, stack.n_voxels), dtype=arranged.dtype)
+
+
+@functools.cache
+def _load_kernel() -> ModuleType | None:
+    try:
+        from daskmeta.stats import _permutation_kernel
+    except ImportError as error:
+        warnings.warn(
+            f"numba is not available ({error}); the permutation null runs its NumPy version "
+            "(same numbers, many times slower). Install numba for speed.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return _permutation_kernel
+
+
+def _kernel(jit: bool | None) -> ModuleType | None:
+    if jit is False:
+        return None
+    kernel = _load_kernel()
+    if kernel is None and jit:
+        raise ImportError("jit=True needs numba; install it or pass jit=None.")
+    return kernel
+
+
+def _numpy_z(stack: ShuffledStack, seed_sequences: Sequence[np.random.SeedSequence]
+             ) -> NDArray[np.float64]:
+    maps = []
+    for sequence in seed_sequences:
+        y = permuted_effects(stack, [sequence])[0].astype(np.float64)
+        variance = stack.sampling[:, None] + stack.constant[:, None] * (y * y)
+        maps.append(_pooled_z(y, variance))
+    return np.array(maps).reshape(len(maps), stack.n_voxels)
+
+
+def _run(kernel: ModuleType, stack: ShuffledStack, keys: NDArray[np.uint64], keep_maps: bool
+         ) -> tuple[NullSummary, NDArray[np.float64]]:
+    n = keys.size
+    hist = np.zeros(N_HIST, dtype=np.int64)
+    max_z = np.empty(n, dtype=np.float64)
+    min_z = np.empty(n, dtype=np.float64)
+    maps = np.empty((n, stack.n_voxels) if keep_maps else (1, 0), dtype=np.float64)
+    if kernel.TILE != PAD:
+        raise RuntimeError(f"kernel tile {kernel.TILE} != PAD {PAD}")
+    kernel.permutations(stack.values, stack.n_voxels, stack.sampling, stack.constant, keys, hist,
+                        max_z, min_z, maps, keep_maps)
+    zeros = np.zeros(n, dtype=np.int64)
+    return NullSummary(hist, max_z, min_z, zeros, zeros.copy()), maps
+
+
+def permutation_maps(stack: ShuffledStack, seed_sequences: Sequence[np.random.SeedSequence],
+                     jit: bool | None = None) -> NDArray[np.float64]:
+    """SDM-Z maps of the randomizations, shape (n_randomizations, n_voxels).
+
+    For tests and diagnostics; :func:`permutation_block` summarizes without storing maps.
+    ``jit`` as in :func:`permutation_block`.
+    """
+    keys = randomization_keys(seed_sequences)
+    kernel = _kernel(jit)
+    if kernel is None:
+        return _numpy_z(stack, seed_sequences)
+    return _run(kernel, stack, keys, keep_maps=True)[1]
+
+
+def permutation_block(stack: ShuffledStack, seed_sequences: Sequence[np.random.SeedSequence],
+                      jit: bool | None = None) -> NullSummary:
+    """Summaries of one block of permutation randomizations.
+
+    Parameters
+    ----------
+    stack : ShuffledStack
+        From :func:`shuffled_stack`.
+    seed_sequences : sequence of numpy.random.SeedSequence
+        One per randomization; its first 64-bit word keys the shifts, so each randomization
+        depends only on its own seed and blocks can be cut anywhere.
+    jit : bool or None
+        None: the Numba kernel when Numba imports, else the NumPy version (same numbers);
+        False: NumPy; True: Numba or ImportError.
+
+    Returns
+    -------
+    NullSummary
+        Histogram of all null z, max and min z per randomization; cluster maxima are zeros
+        (the cluster null relocates peaks).
+
+    Notes
+    -----
+    Cost per randomization: ``n_studies`` shift draws, one streaming read of the stack, one
+    float64 division and five other operations per study-voxel, then z, histogram and
+    max/min per voxel. See :mod:`daskmeta.stats._permutation_kernel`.
+    """
+    keys = randomization_keys(seed_sequences)
+    kernel = _kernel(jit)
+    if kernel is not None:
+        return _run(kernel, stack, keys, keep_maps=False)[0]
+    n = keys.size
+    hist = np.zeros(N_HIST, dtype=np.int64)
+    max_z = np.empty(n, dtype=np.float64)
+    min_z = np.empty(n, dtype=np.float64)
+    for b, sequence in enumerate(seed_sequences):
+        z = _numpy_z(stack, [sequence])[0]
+        hist += histogram(z)
+        max_z[b], min_z[b] = z.max(), z.min()
+    zeros = np.zeros(n, dtype=np.int64)
+    return NullSummary(hist, max_z, min_z, zeros, zeros.copy())
