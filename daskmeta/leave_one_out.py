@@ -2,7 +2,9 @@
 
 All k leave-one-out analyses share one graph with a leading ``left_out`` dimension: the
 observed runs come from :func:`daskmeta.stats.jackknife.leave_one_out` per voxel chunk,
-and one randomization null per run from blocks of relocations shared by all runs.
+and one randomization null per run from blocks of relocations shared by all runs: with the
+default ``"permutation"`` engine, the permutations of :func:`daskmeta.mean` (same seeds, same
+relocations) pooled k times by a Numba kernel; with the others, NumPy draws.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ from daskmeta.randomization import (
     DEFAULT_BLOCK,
     block_bounds,
     randomization_seeds,
+    shuffled_studies,
     tree_sum,
     whole_stacks,
 )
+from daskmeta.stats.fast_null import DEFAULT_ENGINE, Engine, check_engine
 from daskmeta.stats.jackknife import jackknife_null_block, leave_one_out
 from daskmeta.stats.null import N_HIST
+from daskmeta.stats.permutation_null import jackknife_permutation_block
 from daskmeta.stats.pvalues import p_from_histogram
 
 
@@ -35,6 +40,10 @@ def _runs(effect: np.ndarray, variance: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def _null_block(effect, variance, seed, name, start, stop):
     return jackknife_null_block(effect, variance, randomization_seeds(seed, name, start, stop))
+
+
+def _permutation_null_block(stack, seed, name, start, stop):
+    return jackknife_permutation_block(stack, randomization_seeds(seed, name, start, stop))
 
 
 def _p_rows(z: np.ndarray, hist: np.ndarray) -> np.ndarray:
@@ -49,6 +58,7 @@ def jackknife(
     seed: int = 0,
     name: str = "jackknife",
     block_size: int = DEFAULT_BLOCK,
+    engine: Engine = DEFAULT_ENGINE,
 ) -> xr.Dataset:
     """All leave-one-out random-effects means of the selected studies (lazy).
 
@@ -60,6 +70,12 @@ def jackknife(
     name : str
         Seeds the null (randomization ``b`` draws from ``SeedSequence(seed,
         spawn_key=(crc32(name), b))``).
+    engine : {"permutation", "numba", "numpy"}
+        ``"permutation"`` (default): the relocations of :func:`daskmeta.mean`'s permutation
+        engine with the same ``seed`` and ``name``, pooled k times per randomization by the
+        kernel of :func:`~daskmeta.stats.permutation_null.jackknife_permutation_block` (needs
+        maps whose variance is the SDM model of their effect). ``"numba"`` and ``"numpy"``:
+        independent uniform draws (NumPy), for other maps.
 
     Returns
     -------
@@ -80,9 +96,19 @@ def jackknife(
         dask_gufunc_kwargs={"output_sizes": {"left_out": k}},
     )
     runs = xr.Dataset(dict(zip(POOLED, outputs, strict=True))).transpose("left_out", "voxel")
+    engine = check_engine(engine)
     stack_e, stack_v = whole_stacks(selected.effect.data, selected.variance.data)
-    blocks = [dask.delayed(_null_block, pure=True)(stack_e, stack_v, seed, name, start, stop)
-              for start, stop in block_bounds(permutations, block_size)]
+    bounds = block_bounds(permutations, block_size)
+    if engine == "permutation":
+        n1 = selected["n1"].data if "n1" in selected.coords else None
+        n2 = (selected["n2"].data if "n2" in selected.coords else np.full(k, np.nan)) \
+            if n1 is not None else None
+        stack = dask.delayed(shuffled_studies, pure=True)(stack_e, stack_v, n1, n2, seed, name)
+        blocks = [dask.delayed(_permutation_null_block, pure=True)(stack, seed, name, start, stop)
+                  for start, stop in bounds]
+    else:
+        blocks = [dask.delayed(_null_block, pure=True)(stack_e, stack_v, seed, name, start, stop)
+                  for start, stop in bounds]
     hist = xr.DataArray(da.from_delayed(tree_sum(blocks), (k, N_HIST), np.int64), dims=("left_out", "bin"))
     p = xr.apply_ufunc(
         _p_rows, runs.z.transpose("voxel", "left_out"), hist,
@@ -94,6 +120,7 @@ def jackknife(
         "type": "jackknife", "name": name, "n_studies": int(k),
         "studies": [str(s) for s in selected.study.values], "where": where or "",
         "permutations": int(permutations), "seed": int(seed), "mask": maps.attrs["mask"],
+        "null_engine": engine,
         "studies_hash": maps.attrs.get("studies_hash", ""), "daskmeta_version": __version__,
     }
     return with_mask(result)

@@ -106,8 +106,13 @@ def arrangement_seed(seed: int, name: str) -> np.random.SeedSequence:
     return randomization_seeds(seed, name, 0, 1, stream=ARRANGEMENT_STREAM)[0]
 
 
-def _shuffled(effect: np.ndarray, variance: np.ndarray, n1: np.ndarray | None,
-              n2: np.ndarray | None, seed: int, name: str) -> ShuffledStack:
+def shuffled_studies(effect: np.ndarray, variance: np.ndarray, n1: np.ndarray | None,
+                     n2: np.ndarray | None, seed: int, name: str) -> ShuffledStack:
+    """The permutation engine's arranged stack of analysis ``name`` (a graph task).
+
+    The variance model comes from the sample sizes ``n1, n2`` when given, else it is fitted
+    from the maps; either way the variance maps are checked against it.
+    """
     model = {} if n1 is None else dict(zip(("sampling", "constant"), variance_model(n1, n2),
                                            strict=True))
     return shuffled_stack(effect, arrangement_seed(seed, name), variance, **model)
@@ -267,7 +272,7 @@ def null_summary(
     n1, n2 = (None, None) if sample_sizes is None else (
         dask.delayed(np.asarray, pure=True)(a, dtype=np.float64) for a in sample_sizes)
     if engine == "permutation":
-        stack = dask.delayed(_shuffled, pure=True)(stack_e, stack_v, n1, n2, seed, name,
+        stack = dask.delayed(shuffled_studies, pure=True)(stack_e, stack_v, n1, n2, seed, name,
                                                    dask_key_name=f"null-arrangement-{name}-{token}")
         first = [
             dask.delayed(_permutation_block, pure=True)(

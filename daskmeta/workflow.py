@@ -134,7 +134,8 @@ def run_analysis(
     if settings.get("jackknife"):
         runs = _computed(
             store, f"analyses/{name}/jackknife", key,
-            lambda: jackknife(maps, name=f"{name}/jackknife", **common),
+            lambda: jackknife(maps, name=f"{name}/jackknife",
+                              engine=settings.get("engine", DEFAULT_ENGINE), **common),
             f"daskmeta: {name}: leave-one-out jackknife of {result.attrs['n_studies']} studies",
             client, force)
         detail = replication(found.labels, runs, threshold_params["p"], threshold_params["peak_z"],

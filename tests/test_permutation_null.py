@@ -208,3 +208,50 @@ def test_same_maximum_distribution_as_the_reference(maps, stack):
     null = permutation_block(stack, seeds(0, 150))
     assert stats.ks_2samp(null.max_z, reference.max_z).pvalue > 1e-3
     assert stats.ks_2samp(null.min_z, reference.min_z).pvalue > 1e-3
+
+
+# -- leave-one-out (jackknife) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k, n_voxels", [(3, 400), (9, 1300), (24, 300)])
+def test_jackknife_runs_equal_explicit_pooling_without_each_study(rng, k, n_voxels):
+    """Each run of each randomization = dersimonian_laird of the relocated maps without that
+    study (1e-12), tau2 > 0 voxels included; the histograms are those of the maps."""
+    stack = _stack_of(rng, k, n_voxels, np.float64, scale=1.2)
+    moved = permuted_effects(stack, seeds(0, 2)).astype(np.float64)
+    z = permutation_null.jackknife_permutation_maps(stack, seeds(0, 2))
+    assert z.shape == (2, k, n_voxels)
+    tau2_positive = 0
+    for b in range(2):
+        for i in range(k):
+            y = np.delete(moved[b], i, 0)
+            v = np.delete(stack.sampling, i)[:, None] + np.delete(stack.constant, i)[:, None] * y**2
+            reference = dersimonian_laird(y, v)
+            tau2_positive += int((reference.tau2 > 0).sum())
+            np.testing.assert_allclose(z[b, i], reference.z, rtol=1e-12, atol=1e-13)
+    assert tau2_positive > 50
+    hist = permutation_null.jackknife_permutation_block(stack, seeds(0, 2))
+    for i in range(k):
+        np.testing.assert_array_equal(hist[i], histogram(z[:, i]))
+    plain = permutation_null.jackknife_permutation_maps(stack, seeds(0, 2), jit=False)
+    np.testing.assert_allclose(plain, z, rtol=1e-12, atol=1e-13)
+
+
+def test_jackknife_shares_the_mean_relocations(stack):
+    """The run without a null study (all zeros) is the mean without it; blocks combine."""
+    z = permutation_null.jackknife_permutation_maps(stack, seeds(0, 2))
+    moved = permuted_effects(stack, seeds(0, 2)).astype(np.float64)
+    null_study = N1.size - 1
+    assert not moved[:, null_study].any()
+    y = moved[:, :null_study]
+    v = stack.sampling[:null_study, None] + stack.constant[:null_study, None] * y**2
+    for b in range(2):
+        np.testing.assert_allclose(z[b, null_study], dersimonian_laird(y[b], v[b]).z, rtol=1e-12)
+    whole = permutation_null.jackknife_permutation_block(stack, seeds(0, 5))
+    parts = (permutation_null.jackknife_permutation_block(stack, seeds(0, 2))
+             + permutation_null.jackknife_permutation_block(stack, seeds(2, 5)))
+    np.testing.assert_array_equal(whole, parts)
+    with pytest.raises(ValueError, match="at least 3"):
+        two = shuffled_stack(moved[0, :2].astype(np.float32), np.random.SeedSequence(0),
+                             sampling=stack.sampling[:2], constant=stack.constant[:2])
+        permutation_null.jackknife_permutation_block(two, seeds(0, 1))

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from daskmeta.stats._null_kernel import _jit, exact_z, finish, position, summarize
+from daskmeta.stats._null_kernel import Q_MARGIN, _jit, exact_z, finish, position, summarize
 
 #: Voxels per tile: three float64 sums of a tile (12 kB) stay in L1.
 TILE = 512
@@ -225,3 +225,131 @@ def permutations(values, n_voxels, sampling, constant, keys, hist, max_z, min_z,
             z_max, z_min = summarize(z, m, bins, hist, z_max, z_min)
         max_z[b] = z_max
         min_z[b] = z_min
+
+
+# -- leave-one-out (jackknife) nulls -----------------------------------------------------------
+
+#: Voxels per tile of the jackknife kernel: its per-study terms (4 x k x 256 float64) stay in L2.
+JACKKNIFE_TILE = 256
+
+
+@_jit
+def study_terms(values, start, m, sampling, constant, terms, totals):
+    """Each study's ``w, w y, w y^2, w^2`` on a tile (``terms[:, s, :m]``) and their sums in
+    study order (``totals[:, :m]``)."""
+    k = sampling.shape[0]
+    totals[:, :m] = 0.0
+    for s in range(k):
+        row = values[s, start[s]:][:m]
+        a = sampling[s]
+        c = constant[s]
+        t_w = terms[0, s]
+        t_wy = terms[1, s]
+        t_wy2 = terms[2, s]
+        t_w2 = terms[3, s]
+        s_w = totals[0]
+        s_wy = totals[1]
+        s_wy2 = totals[2]
+        s_w2 = totals[3]
+        for j in range(m):
+            y = np.float64(row[j])
+            w = 1.0 / (a + c * (y * y))
+            wy = w * y
+            t_w[j] = w
+            t_wy[j] = wy
+            t_wy2[j] = wy * y
+            t_w2[j] = w * w
+            s_w[j] += w
+            s_wy[j] += wy
+            s_wy2[j] += wy * y
+            s_w2[j] += w * w
+
+
+@_jit
+def exact_z_without(y, skip, sampling, constant):
+    """DerSimonian-Laird SDM-Z of one voxel's effects ``y`` without study ``skip`` (two-pass Q)."""
+    k = y.shape[0]
+    sum_w = 0.0
+    sum_wy = 0.0
+    sum_w2 = 0.0
+    for s in range(k):
+        if s != skip:
+            w = 1.0 / (sampling[s] + constant[s] * (y[s] * y[s]))
+            sum_w += w
+            sum_wy += w * y[s]
+            sum_w2 += w * w
+    mu_fixed = sum_wy / sum_w
+    q = 0.0
+    for s in range(k):
+        if s != skip:
+            w = 1.0 / (sampling[s] + constant[s] * (y[s] * y[s]))
+            d = y[s] - mu_fixed
+            q += (d * d) * w
+    c = sum_w - sum_w2 / sum_w
+    tau2 = 0.0
+    if c > 0.0:
+        tau2 = (q - (k - 2.0)) / c
+    if tau2 < 0.0:
+        tau2 = 0.0
+    sum_ws = 0.0
+    sum_wsy = 0.0
+    for s in range(k):
+        if s != skip:
+            ws = 1.0 / ((sampling[s] + constant[s] * (y[s] * y[s])) + tau2)
+            sum_ws += ws
+            sum_wsy += ws * y[s]
+    return sum_wsy / sum_ws * np.sqrt(sum_ws)
+
+
+@_jit
+def left_out_z(totals, terms, i, m, k, z, slow):
+    """z of a tile's voxels without study ``i`` where tau2 = 0 is certain; flags the others.
+
+    The sums are the totals minus study ``i``'s terms; the one-pass Q must be below ``k - 2``
+    by more than ``Q_MARGIN * (total sum w y^2 + 1)``, which bounds the rounding of the sums
+    and of the subtraction (see :func:`daskmeta.stats._null_kernel.finish`).
+    """
+    for j in range(m):
+        sum_w = totals[0, j] - terms[0, i, j]
+        sum_wy = totals[1, j] - terms[1, i, j]
+        sum_wy2 = totals[2, j] - terms[2, i, j]
+        mu_fixed = sum_wy / sum_w
+        z[j] = mu_fixed * np.sqrt(sum_w)
+        slow[j] = sum_wy2 - sum_wy * mu_fixed >= (k - 2.0) - Q_MARGIN * (totals[2, j] + 1.0)
+
+
+@_jit
+def jackknife_permutations(values, n_voxels, sampling, constant, keys, hist, maps, keep_maps):
+    """Null histograms of the k leave-one-out runs (``hist``, (k, N_HIST), added to).
+
+    Every randomization relocates the stack once (the shifts of :func:`permutations`) and
+    pools it k times, each time without one study. With ``keep_maps``, ``maps`` (n_keys,
+    k, n_voxels) receives the z maps.
+    """
+    k = sampling.shape[0]
+    shifts = np.empty(k, np.int64)
+    start = np.empty(k, np.int64)
+    terms = np.empty((4, k, JACKKNIFE_TILE))
+    totals = np.empty((4, JACKKNIFE_TILE))
+    y = np.empty(k)
+    z = np.empty(JACKKNIFE_TILE)
+    slow = np.empty(JACKKNIFE_TILE, np.bool_)
+    bins = np.empty(JACKKNIFE_TILE, np.int64)
+    for b in range(keys.shape[0]):
+        shifts_of(keys[b], k, n_voxels, shifts)
+        for t0 in range(0, n_voxels, JACKKNIFE_TILE):
+            m = min(JACKKNIFE_TILE, n_voxels - t0)
+            for s in range(k):
+                d = t0 - shifts[s]
+                start[s] = d + n_voxels if d < 0 else d
+            study_terms(values, start, m, sampling, constant, terms, totals)
+            for i in range(k):
+                left_out_z(totals, terms, i, m, k, z, slow)
+                for j in range(m):
+                    if slow[j]:
+                        for s in range(k):
+                            y[s] = np.float64(values[s, start[s] + j])
+                        z[j] = exact_z_without(y, i, sampling, constant)
+                if keep_maps:
+                    maps[b, i, t0:t0 + m] = z[:m]
+                summarize(z, m, bins, hist[i], 0.0, 0.0)

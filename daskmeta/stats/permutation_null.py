@@ -49,6 +49,8 @@ from daskmeta.stats.random_effects import _pooled_z
 __all__ = [
     "PAD",
     "ShuffledStack",
+    "jackknife_permutation_block",
+    "jackknife_permutation_maps",
     "permutation_block",
     "permutation_maps",
     "permutation_shifts",
@@ -269,3 +271,76 @@ def permutation_block(stack: ShuffledStack, seed_sequences: Sequence[np.random.S
         max_z[b], min_z[b] = z.max(), z.min()
     zeros = np.zeros(n, dtype=np.int64)
     return NullSummary(hist, max_z, min_z, zeros, zeros.copy())
+
+
+# -- leave-one-out (jackknife) ---------------------------------------------------------------
+
+
+def _numpy_jackknife_z(stack: ShuffledStack, seed_sequences: Sequence[np.random.SeedSequence]
+                       ) -> NDArray[np.float64]:
+    from daskmeta.stats.jackknife import leave_one_out
+
+    maps = []
+    for sequence in seed_sequences:
+        y = permuted_effects(stack, [sequence])[0].astype(np.float64)
+        variance = stack.sampling[:, None] + stack.constant[:, None] * (y * y)
+        maps.append(leave_one_out(y, variance).z)
+    return np.array(maps).reshape(len(maps), stack.n_studies, stack.n_voxels)
+
+
+def _check_jackknife(stack: ShuffledStack) -> None:
+    if stack.n_studies < 3:
+        raise ValueError(
+            f"a leave-one-out analysis needs at least 3 studies; {stack.n_studies} were provided")
+
+
+def jackknife_permutation_maps(stack: ShuffledStack,
+                               seed_sequences: Sequence[np.random.SeedSequence],
+                               jit: bool | None = None) -> NDArray[np.float64]:
+    """z maps of the k leave-one-out runs of each randomization, shape (n, k, n_voxels).
+
+    Row ``[b, i]`` pools randomization ``b``'s relocated maps (those of
+    :func:`permutation_maps`) without study ``i``. For tests and diagnostics.
+    """
+    _check_jackknife(stack)
+    keys = randomization_keys(seed_sequences)
+    kernel = _kernel(jit)
+    if kernel is None:
+        return _numpy_jackknife_z(stack, seed_sequences)
+    maps = np.empty((keys.size, stack.n_studies, stack.n_voxels))
+    hist = np.zeros((stack.n_studies, N_HIST), dtype=np.int64)
+    kernel.jackknife_permutations(stack.values, stack.n_voxels, stack.sampling, stack.constant,
+                                  keys, hist, maps, True)
+    return maps
+
+
+def jackknife_permutation_block(stack: ShuffledStack,
+                                seed_sequences: Sequence[np.random.SeedSequence],
+                                jit: bool | None = None) -> NDArray[np.int64]:
+    """Null histograms of the k leave-one-out runs over a block of randomizations.
+
+    All runs share each randomization's relocation (the permutations of
+    :func:`permutation_block`, same seeds, same shifts); run ``i`` pools it without study
+    ``i``. The kernel takes each run's sums as the full sums minus study ``i``'s terms and
+    decides ``tau2 = 0`` from them with a margin that bounds the rounding; other voxels are
+    pooled again from their effects, so z agrees with
+    :func:`daskmeta.stats.jackknife.leave_one_out` of the relocated maps to about 1e-12
+    (not bit for bit; the NumPy fallback computes that function).
+
+    Returns
+    -------
+    ndarray of int64, shape (n_studies, N_HIST)
+        Row ``i``: counts of the null z of the run without study ``i``.
+    """
+    _check_jackknife(stack)
+    keys = randomization_keys(seed_sequences)
+    kernel = _kernel(jit)
+    hist = np.zeros((stack.n_studies, N_HIST), dtype=np.int64)
+    if kernel is None:
+        for z in _numpy_jackknife_z(stack, seed_sequences):
+            for i in range(stack.n_studies):
+                hist[i] += histogram(z[i])
+        return hist
+    kernel.jackknife_permutations(stack.values, stack.n_voxels, stack.sampling, stack.constant,
+                                  keys, hist, np.empty((1, 1, 0)), False)
+    return hist
