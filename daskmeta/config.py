@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from daskmeta.errors import ConfigError
+from daskmeta.stats.fast_null import ENGINES
 
 TOP_KEYS = {"studies", "store", "out", "preprocess", "threshold", "analyses", "sweep"}
 SWEEP_KEYS = {"name": str, "analysis": dict, "grid": dict, "subsets": dict}
@@ -37,7 +38,7 @@ _NULL_KEYS = {"type": str, "where": str, "studies": list, "permutations": int, "
               "block_size": int, "threshold": dict}
 ANALYSIS_KEYS = {
     "mean": {**_NULL_KEYS, "jackknife": bool, "jackknife_maps": bool, "regressors": list, "engine": str},
-    "compare": {**_NULL_KEYS, "groups": list},
+    "compare": {**_NULL_KEYS, "groups": list, "engine": str},
     "multimodal": {"type": str, "of": list, "threshold": dict},
 }
 THRESHOLD_DEFAULTS = {"p": 0.005, "peak_z": 1.0, "extent": 10}
@@ -94,6 +95,9 @@ def _check_kind(path: Path, name: str, settings: dict[str, Any]) -> None:
         of = settings.get("of")
         if not of or len(of) != 2:
             raise ConfigError(f"{path}: 'analyses.{name}.of' must name two mean analyses")
+    if "engine" in settings and settings["engine"] not in ENGINES:
+        raise ConfigError(f"{path}: 'analyses.{name}.engine' must be one of {list(ENGINES)}, "
+                          f"got {settings['engine']!r}")
     for column in settings.get("regressors", []):
         if not isinstance(column, str):
             raise ConfigError(f"{path}: 'analyses.{name}.regressors' must list study columns")

@@ -3,7 +3,8 @@
 Both are SDM's ``lm``: a random-effects weighted linear model per voxel on ``[1, x]`` with
 ``x`` a covariate rescaled to [0, 1] (meta-regression) or a 0/1 group indicator
 (comparison), judged against a randomization null that relocates each study's map while
-its covariate stays with it. Outputs follow SDM: ``0`` (prediction at the minimum / group
+its covariate stays with it (by default the permutations of :func:`daskmeta.mean`, fitted by
+a Numba kernel). Outputs follow SDM: ``0`` (prediction at the minimum / group
 A), ``1`` (at the maximum / group B) and ``1m0`` (their difference, the slope).
 """
 
@@ -21,10 +22,13 @@ from daskmeta.randomization import (
     DEFAULT_BLOCK,
     block_bounds,
     randomization_seeds,
+    shuffled_studies,
     tree_sum,
     whole_stacks,
 )
+from daskmeta.stats.fast_null import DEFAULT_ENGINE, Engine, check_engine
 from daskmeta.stats.null import N_HIST
+from daskmeta.stats.permutation_null import regression_permutation_block
 from daskmeta.stats.pvalues import p_from_histogram
 from daskmeta.stats.regression import (
     SDM_CONTRASTS,
@@ -48,6 +52,10 @@ def _fit(effect: np.ndarray, variance: np.ndarray, design: np.ndarray) -> tuple[
 
 def _null_block(effect, variance, design, seed, name, start, stop):
     return regression_null_block(effect, variance, design, randomization_seeds(seed, name, start, stop))
+
+
+def _permutation_null_block(stack, design, seed, name, start, stop):
+    return regression_permutation_block(stack, design, randomization_seeds(seed, name, start, stop))
 
 
 def _regressor(maps: xr.Dataset, column: str, name: str) -> tuple[np.ndarray, list[str]]:
@@ -74,6 +82,7 @@ def linear_model(
     name: str = "linear_model",
     block_size: int = DEFAULT_BLOCK,
     check_p: float | None = 0.005,
+    engine: Engine = DEFAULT_ENGINE,
 ) -> xr.Dataset:
     """Meta-regression on a study covariate, or comparison of two groups of studies (lazy).
 
@@ -94,6 +103,12 @@ def linear_model(
         Meta-regression only: SDM's reporting check. ``p`` keeps the slope's p only where
         the slope and at least one extreme (``0`` or ``1``) are significant at ``check_p``
         in the same direction, 1 elsewhere (``p_slope`` keeps the raw p).
+    engine : {"permutation", "numba", "numpy"}
+        The null's relocations: ``"permutation"`` (default), the permutations of
+        :func:`daskmeta.mean` fitted by the kernel of
+        :func:`~daskmeta.stats.permutation_null.regression_permutation_block` (needs maps whose
+        variance is the SDM model of their effect); ``"numba"`` and ``"numpy"``: independent
+        uniform draws, fitted with NumPy.
 
     Returns
     -------
@@ -142,9 +157,19 @@ def linear_model(
     )
     fitted = xr.Dataset(dict(zip(FITTED, outputs, strict=True)))
     k = selected.sizes["study"]
+    engine = check_engine(engine)
     stack_e, stack_v = whole_stacks(selected.effect.data, selected.variance.data)
-    blocks = [dask.delayed(_null_block, pure=True)(stack_e, stack_v, design, seed, name, start, stop)
-              for start, stop in block_bounds(permutations, block_size)]
+    bounds = block_bounds(permutations, block_size)
+    if engine == "permutation":
+        n1 = selected["n1"].data if "n1" in selected.coords else None
+        n2 = (selected["n2"].data if "n2" in selected.coords else np.full(k, np.nan)) \
+            if n1 is not None else None
+        stack = dask.delayed(shuffled_studies, pure=True)(stack_e, stack_v, n1, n2, seed, name)
+        blocks = [dask.delayed(_permutation_null_block, pure=True)(stack, design, seed, name, start, stop)
+                  for start, stop in bounds]
+    else:
+        blocks = [dask.delayed(_null_block, pure=True)(stack_e, stack_v, design, seed, name, start, stop)
+                  for start, stop in bounds]
     hist = xr.DataArray(da.from_delayed(tree_sum(blocks), (len(SDM_CONTRASTS), N_HIST), np.int64),
                         dims=("contrast", "bin"), coords={"contrast": list(SDM_CONTRASTS)})
     p = {c: xr.apply_ufunc(p_from_histogram, fitted[z], hist.sel(contrast=c), input_core_dims=[[], ["bin"]],
@@ -163,6 +188,7 @@ def linear_model(
         "low": float(low), "high": float(high), "dropped": dropped, "n_studies": int(k),
         "studies": [str(s) for s in selected.study.values], "covariate": [float(v) for v in original],
         "where": where or "", "permutations": int(permutations), "seed": int(seed),
+        "null_engine": engine,
         "check_p": float(check_p) if check_p is not None and kind == "regression" else -1.0,
         "mask": maps.attrs["mask"], "studies_hash": maps.attrs.get("studies_hash", ""),
         "daskmeta_version": __version__,

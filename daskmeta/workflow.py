@@ -191,7 +191,8 @@ def run_linear_model(
             maps, regressor=regressor, groups=groups, where=settings.get("where"),
             studies=settings.get("studies"), permutations=permutations,
             seed=int(settings.get("seed", 0)), name=name,
-            block_size=int(settings.get("block_size", 10)), check_p=float(threshold_params["p"])),
+            block_size=int(settings.get("block_size", 10)), check_p=float(threshold_params["p"]),
+            engine=settings.get("engine", DEFAULT_ENGINE)),
         f"daskmeta: {name}: {'meta-regression on ' + regressor if regressor else 'comparison'}, "
         f"{permutations} randomizations", client, force)
     heterogeneous = None

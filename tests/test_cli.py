@@ -103,6 +103,7 @@ def test_run_exports_maps_tables_reports_and_resumes(folder, tmp_path):
     ({"analyses": {"x": {"type": "mean", "where": "modality == 'nothing'"}}}, "selects 0 studies"),
     ({"analyses": {"x": {"type": "median"}}}, "analyses.x.type"),
     ({"analyses": {"x": {"permutations": "many"}}}, "analyses.x.permutations"),
+    ({"analyses": {"x": {"engine": "cuda"}}}, "'analyses.x.engine' must be one of"),
 ])
 def test_config_errors_name_the_key(folder, tmp_path, change, message):
     path = _config(tmp_path, folder)

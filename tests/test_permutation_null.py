@@ -255,3 +255,50 @@ def test_jackknife_shares_the_mean_relocations(stack):
         two = shuffled_stack(moved[0, :2].astype(np.float32), np.random.SeedSequence(0),
                              sampling=stack.sampling[:2], constant=stack.constant[:2])
         permutation_null.jackknife_permutation_block(two, seeds(0, 1))
+
+
+# -- meta-regression -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k, group", [(5, False), (12, False), (24, False), (10, True)])
+def test_regression_runs_equal_meta_regression(rng, k, group):
+    """Contrast z of each randomization = meta_regression + linear_contrasts of the relocated
+    maps (1e-9: closed-form 2 x 2 solves against LAPACK), tau2 > 0 voxels included."""
+    from daskmeta.stats.regression import SDM_CONTRASTS, linear_contrasts, meta_regression
+
+    stack = _stack_of(rng, k, 1500, np.float64, scale=1.2)
+    x = (rng.random(k) < 0.5).astype(float) if group else rng.random(k)
+    x[:2] = [0.0, 1.0]
+    design = np.column_stack([np.ones(k), x])
+    moved = permuted_effects(stack, seeds(0, 2)).astype(np.float64)
+    z = permutation_null.regression_permutation_maps(stack, design, seeds(0, 2))
+    assert z.shape == (2, 3, 1500)
+    tau2_positive = 0
+    for b in range(2):
+        y = moved[b]
+        fit = meta_regression(y, stack.sampling[:, None] + stack.constant[:, None] * y**2, design)
+        tau2_positive += int((fit.tau2 > 0).sum())
+        for r, contrast in enumerate(linear_contrasts(fit).values()):
+            np.testing.assert_allclose(z[b, r], contrast.z, rtol=1e-9, atol=1e-12)
+    assert tau2_positive > 20
+    hist = permutation_null.regression_permutation_block(stack, design, seeds(0, 2))
+    for r in range(len(SDM_CONTRASTS)):
+        np.testing.assert_array_equal(hist[r], histogram(z[:, r]))
+    plain = permutation_null.regression_permutation_block(stack, design, seeds(0, 2), jit=False)
+    # voxels whose estimate is exactly 0 here may be +-1e-17 after LAPACK: they may only
+    # move between the two bins around z = 0
+    moved_bins = np.flatnonzero((plain - hist).any(0))
+    assert set(moved_bins) <= {15000, 15001}, moved_bins
+
+
+def test_regression_design_and_contrasts_checked(stack):
+    k = stack.n_studies
+    with pytest.raises(ValueError, match="first column of ones"):
+        permutation_null.regression_permutation_block(stack, np.ones((k, 3)), seeds(0, 1))
+    with pytest.raises(ValueError, match="vary"):
+        permutation_null.regression_permutation_block(stack, np.ones((k, 2)), seeds(0, 1))
+    design = np.column_stack([np.ones(k), np.linspace(0, 1, k)])
+    with pytest.raises(ValueError, match="non-zero vector of length 2"):
+        permutation_null.regression_permutation_block(stack, design, seeds(0, 1), {"a": (0, 0)})
+    one = permutation_null.regression_permutation_block(stack, design, seeds(0, 3), {"s": (0, 1)})
+    assert one.shape == (1, N_HIST) and one.sum() == 3 * stack.n_voxels

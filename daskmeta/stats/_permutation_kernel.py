@@ -353,3 +353,139 @@ def jackknife_permutations(values, n_voxels, sampling, constant, keys, hist, map
                 if keep_maps:
                     maps[b, i, t0:t0 + m] = z[:m]
                 summarize(z, m, bins, hist[i], 0.0, 0.0)
+
+
+# -- meta-regression nulls (design [1, x]) ----------------------------------------------------
+
+#: Relative margin of the regression's one-pass Q_E test: the rounding of ``C - beta'B``
+#: grows with the condition of ``X'WX``; 1e-7 leaves room for condition numbers up to ~1e6.
+REGRESSION_Q_MARGIN = 1e-7
+
+
+@_jit
+def add_regression_study(sums, row, sampling, constant, x, m):
+    """Add one study's ``w, w x, w x^2, w y, w x y, w y^2`` (``x`` its regressor) to the sums."""
+    x2 = x * x
+    s_w = sums[0]
+    s_wx = sums[1]
+    s_wx2 = sums[2]
+    s_wy = sums[3]
+    s_wxy = sums[4]
+    s_wy2 = sums[5]
+    for j in range(m):
+        y = np.float64(row[j])
+        w = 1.0 / (sampling + constant * (y * y))
+        wy = w * y
+        s_w[j] += w
+        s_wx[j] += w * x
+        s_wx2[j] += w * x2
+        s_wy[j] += wy
+        s_wxy[j] += wy * x
+        s_wy2[j] += wy * y
+
+
+@_jit
+def contrast_z(a0, a1, a2, b0, b1, det, contrasts, z, j):
+    """z of each contrast ``c' beta`` with ``beta = A^-1 B``, ``cov = A^-1``, ``A = [[a0, a1],
+    [a1, a2]]`` (determinant ``det``); written to ``z[:, j]``."""
+    beta0 = (a2 * b0 - a1 * b1) / det
+    beta1 = (a0 * b1 - a1 * b0) / det
+    for r in range(contrasts.shape[0]):
+        c0 = contrasts[r, 0]
+        c1 = contrasts[r, 1]
+        estimate = c0 * beta0 + c1 * beta1
+        variance = (c0 * c0 * a2 - 2.0 * c0 * c1 * a1 + c1 * c1 * a0) / det
+        z[r, j] = estimate / np.sqrt(variance)
+
+
+@_jit
+def exact_regression_z(y, sampling, constant, x, contrasts, z, j):
+    """Contrast z of one voxel's meta-regression on ``[1, x]`` with the method-of-moments
+    tau2 (two-pass ``Q_E``): :func:`daskmeta.stats.regression.meta_regression` per voxel."""
+    k = y.shape[0]
+    a0 = a1 = a2 = b0 = b1 = 0.0
+    d0 = d1 = d2 = 0.0
+    for s in range(k):
+        w = 1.0 / (sampling[s] + constant[s] * (y[s] * y[s]))
+        a0 += w
+        a1 += w * x[s]
+        a2 += w * x[s] * x[s]
+        b0 += w * y[s]
+        b1 += w * x[s] * y[s]
+        d0 += w * w
+        d1 += w * w * x[s]
+        d2 += w * w * x[s] * x[s]
+    det = a0 * a2 - a1 * a1
+    beta0 = (a2 * b0 - a1 * b1) / det
+    beta1 = (a0 * b1 - a1 * b0) / det
+    q_e = 0.0
+    for s in range(k):
+        w = 1.0 / (sampling[s] + constant[s] * (y[s] * y[s]))
+        r = y[s] - beta0 - beta1 * x[s]
+        q_e += w * (r * r)
+    leverage = (a2 * d0 - 2.0 * a1 * d1 + a0 * d2) / det
+    c = a0 - leverage
+    tau2 = 0.0
+    if c > 0.0:
+        tau2 = (q_e - (k - 2.0)) / c
+    if tau2 < 0.0:
+        tau2 = 0.0
+    a0 = a1 = a2 = b0 = b1 = 0.0
+    for s in range(k):
+        w = 1.0 / ((sampling[s] + constant[s] * (y[s] * y[s])) + tau2)
+        a0 += w
+        a1 += w * x[s]
+        a2 += w * x[s] * x[s]
+        b0 += w * y[s]
+        b1 += w * x[s] * y[s]
+    contrast_z(a0, a1, a2, b0, b1, a0 * a2 - a1 * a1, contrasts, z, j)
+
+
+@_jit
+def regression_permutations(values, n_voxels, sampling, constant, x, contrasts, keys, hist, maps,
+                            keep_maps):
+    """Null histograms of the contrasts of a ``[1, x]`` meta-regression (``hist``,
+    (n_contrasts, N_HIST), added to); the relocations of :func:`permutations`.
+
+    Where the one-pass ``Q_E = sum w y^2 - beta_FE' X'Wy`` is below ``k - 2`` by more than
+    :data:`REGRESSION_Q_MARGIN` ``* (sum w y^2 + 1)``, tau2 = 0 and the fixed-effect fit is the
+    random-effects one; elsewhere :func:`exact_regression_z` refits from the voxel's effects.
+    With ``keep_maps``, ``maps`` (n_keys, n_contrasts, n_voxels) receives the z maps.
+    """
+    k = sampling.shape[0]
+    n_contrasts = contrasts.shape[0]
+    shifts = np.empty(k, np.int64)
+    start = np.empty(k, np.int64)
+    sums = np.empty((6, TILE))
+    y = np.empty(k)
+    z = np.empty((n_contrasts, TILE))
+    bins = np.empty(TILE, np.int64)
+    for b in range(keys.shape[0]):
+        shifts_of(keys[b], k, n_voxels, shifts)
+        for t0 in range(0, n_voxels, TILE):
+            m = min(TILE, n_voxels - t0)
+            sums[:, :m] = 0.0
+            for s in range(k):
+                d = t0 - shifts[s]
+                start[s] = d + n_voxels if d < 0 else d
+                add_regression_study(sums, values[s, start[s]:][:m], sampling[s], constant[s], x[s], m)
+            for j in range(m):
+                a0 = sums[0, j]
+                a1 = sums[1, j]
+                a2 = sums[2, j]
+                b0 = sums[3, j]
+                b1 = sums[4, j]
+                det = a0 * a2 - a1 * a1
+                beta0 = (a2 * b0 - a1 * b1) / det
+                beta1 = (a0 * b1 - a1 * b0) / det
+                q_e = sums[5, j] - (beta0 * b0 + beta1 * b1)
+                if q_e < (k - 2.0) - REGRESSION_Q_MARGIN * (sums[5, j] + 1.0):
+                    contrast_z(a0, a1, a2, b0, b1, det, contrasts, z, j)
+                else:
+                    for s in range(k):
+                        y[s] = np.float64(values[s, start[s] + j])
+                    exact_regression_z(y, sampling, constant, x, contrasts, z, j)
+            for r in range(n_contrasts):
+                if keep_maps:
+                    maps[b, r, t0:t0 + m] = z[r, :m]
+                summarize(z[r], m, bins, hist[r], 0.0, 0.0)
