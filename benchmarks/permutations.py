@@ -2,28 +2,30 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/permutations.py [--randomizations 400] [--workers 1 2]
+    .venv/bin/python benchmarks/permutations.py [--randomizations 500] [--workers 1 2]
 
 Prints, for the studies of the reference example (24 CLBP studies, grey-matter mask):
 
-1. **Memory bounds**: seconds to stream the (study, voxel) stack once (best of several
-   ``ndarray.sum`` passes): the float32 effect stack, the layout whose values the fast
-   engine draws (``k x V x 4`` bytes), and the float64 effect + variance stacks that the
-   NumPy reference gathers from (``k x V x 16`` bytes).
-2. **One randomization on one core**: the NumPy reference
-   (:func:`daskmeta.stats.null.randomization_block`) and the fused kernel
-   (:func:`daskmeta.stats.fast_null.fast_randomization_block`), each in ms, as a ratio to
-   both bounds, and per study-voxel in ns (``t_sv``); the same for a stack of 200 studies
-   (the 24 studies' maps repeated with their voxels shuffled) to see how ``t_sv`` grows
-   once the tables leave the cache.
+1. **Memory bounds**: the single-core stream bandwidth from memory (a Numba sum over a
+   512 MB buffer, far larger than the caches) and the time it gives for reading the stack
+   once from memory: the float32 effect stack (``k x V x 4`` bytes, all the fast engines
+   read) and the float64 effect + variance stacks (``k x V x 16`` bytes, what the
+   straightforward NumPy version gathers from); also the time to stream the float32 stack
+   when it is already in the cache.
+2. **One randomization on one core**, each engine: the NumPy reference
+   (:func:`daskmeta.stats.null.randomization_block`), the fused draw kernel
+   (:func:`daskmeta.stats.fast_null.fast_randomization_block`) and the permutation kernel
+   (:func:`daskmeta.stats.permutation_null.permutation_block`, the default), each in ms, as
+   a ratio to the bounds, and per study-voxel in ns (``t_sv``); the same for 200 studies
+   (the 24 studies' maps repeated with their voxels shuffled); and the jackknife and
+   meta-regression nulls against their NumPy versions.
 3. One randomization of the cluster-extent null (peak relocation, kernel pasting, pooling,
    labelling), which ``mean`` adds when ``voxel_p`` is set.
-4. **Scaling**: the null graph of ``mean`` (fast engine, maps read lazily from Zarr) on a
+4. **Scaling**: the null graph of ``mean`` (default engine, maps read lazily from Zarr) on a
    LocalCluster of 1 and 2 single-threaded worker processes, ``P`` and ``2P``
    randomizations each (best of two runs): throughput, marginal cost per randomization
-   and fixed overhead;
-   speed-up and efficiency; each worker's resident memory before and at its peak
-   (``VmHWM``).
+   and fixed overhead; speed-up and efficiency; each worker's resident memory before and at
+   its peak (``VmHWM``).
 5. **Cost model** ``T = P K V t_sv / (W e) + t_over`` with the measured ``t_sv``, parallel
    efficiency ``e`` and overhead ``t_over``, and its prediction for 100,000 randomizations
    of 200 studies on 100 workers.
@@ -42,15 +44,24 @@ import tempfile
 import time
 
 import dask
+import numba
 import numpy as np
 
 from daskmeta.analysis import mean
 from daskmeta.io import load_studies
 from daskmeta.preprocess import recreate
-from daskmeta.randomization import _cluster_block, randomization_seeds
+from daskmeta.randomization import _cluster_block, arrangement_seed, randomization_seeds
 from daskmeta.stats.fast_null import fast_randomization_block, study_tables, variance_model
+from daskmeta.stats.jackknife import jackknife_null_block
 from daskmeta.stats.null import randomization_block
+from daskmeta.stats.permutation_null import (
+    jackknife_permutation_block,
+    permutation_block,
+    regression_permutation_block,
+    shuffled_stack,
+)
 from daskmeta.stats.pvalues import z_threshold_for_p
+from daskmeta.stats.regression import regression_null_block
 
 
 def best_of(function, repeats: int = 5) -> float:
@@ -99,54 +110,104 @@ def _warm_worker() -> float:
     effect = np.where(rng.random((3, 500)) < 0.5, 0, rng.normal(size=(3, 500))).astype(np.float32)
     tables = study_tables(effect, None, np.full(3, 0.1), np.full(3, 0.01))
     fast_randomization_block(tables, randomization_seeds(0, "warm", 0, 1))
+    stack = shuffled_stack(effect, np.random.SeedSequence(0), None, np.full(3, 0.1), np.full(3, 0.01))
+    permutation_block(stack, randomization_seeds(0, "warm", 0, 1))
     return _rss_mb()
 
 
+@numba.njit(nogil=True, fastmath=True)
+def _stream(values):
+    """Sum of a float32 array, vectorized (reassociation allowed): one streaming read."""
+    total = np.float32(0.0)
+    for i in range(values.size):
+        total += values[i]
+    return total
+
+
+def memory_bandwidth(n_bytes: int = 512 * 2**20) -> float:
+    """Single-core bytes per second streamed from memory (a buffer far beyond the caches)."""
+    buffer = np.ones(n_bytes // 4, dtype=np.float32)
+    _stream(buffer[:16])
+    return buffer.nbytes / best_of(lambda: _stream(buffer), 7)
+
+
 def single_core(effect32, variance32, n1, n2, repeats: int) -> dict[str, float]:
-    """Bounds and per-randomization costs of both engines on the calling core."""
+    """Bounds and per-randomization costs of every engine on the calling core."""
     k, v = effect32.shape
     effect64, variance64 = effect32.astype(np.float64), variance32.astype(np.float64)
-    bound32 = best_of(lambda: effect32.sum(), 21)
-    bound64 = best_of(lambda: (effect64.sum(), variance64.sum()), 21)
-    print(f"memory bound, float32 effect stack ({effect32.nbytes / 1e6:5.1f} MB)   "
-          f"{bound32 * 1e3:8.2f} ms  ({effect32.nbytes / bound32 / 1e9:5.1f} GB/s)")
-    print(f"memory bound, float64 effect+variance ({2 * effect64.nbytes / 1e6:5.1f} MB) "
-          f"{bound64 * 1e3:8.2f} ms  ({2 * effect64.nbytes / bound64 / 1e9:5.1f} GB/s)")
+    bandwidth = memory_bandwidth()
+    bound32 = effect32.nbytes / bandwidth
+    bound64 = (effect64.nbytes + variance64.nbytes) / bandwidth
+    flat = effect32.ravel()
+    cached = best_of(lambda: _stream(flat), 21)
+    print(f"memory bandwidth, one core (512 MB stream): {bandwidth / 1e9:.1f} GB/s")
+    print(f"bound: float32 effect stack from memory ({effect32.nbytes / 1e6:5.1f} MB)   "
+          f"{bound32 * 1e3:6.2f} ms   (from the cache: {cached * 1e3:.2f} ms)")
+    both = effect64.nbytes + variance64.nbytes
+    print(f"bound: float64 effect+variance from memory ({both / 1e6:5.1f} MB) {bound64 * 1e3:6.2f} ms")
 
     seeds = randomization_seeds(1, "bench", 0, 3)
     reference = best_of(lambda: randomization_block(effect64, variance64, seeds, 3), repeats) / 3
-    tables = study_tables(effect32, variance32, *variance_model(n1, n2))
+    model = variance_model(n1, n2)
+    tables = study_tables(effect32, variance32, *model)
     fast_seeds = randomization_seeds(1, "bench", 0, 10)
     fast_randomization_block(tables, fast_seeds[:1])  # compile, or load numba's cache
-    fast = best_of(lambda: fast_randomization_block(tables, fast_seeds), repeats) / 10
-    print(f"tables: {tables.values.nbytes / 1e6:.1f} MB ({np.mean(tables.n_zero / v):.0%} of "
-          "study-voxels are exact zeros, one table entry per study)")
-    for label, cost in (("NumPy reference", reference), ("fast kernel    ", fast)):
-        print(f"one randomization, {label}, 1 core   {cost * 1e3:8.2f} ms = "
+    draws = best_of(lambda: fast_randomization_block(tables, fast_seeds), repeats) / 10
+    stack = shuffled_stack(effect32, arrangement_seed(1, "bench"), variance32, *model)
+    permutation_block(stack, fast_seeds[:1])
+    permutation = best_of(lambda: permutation_block(stack, fast_seeds), repeats) / 10
+    for label, cost in (("NumPy reference (draws)  ", reference), ("draw kernel (numba)      ", draws),
+                        ("permutation kernel (default)", permutation)):
+        print(f"one randomization, {label}, 1 core {cost * 1e3:7.2f} ms = "
               f"{cost / bound32:5.1f} x float32 bound, {cost / bound64:5.2f} x float64 bound, "
               f"{cost / (k * v) * 1e9:5.2f} ns per study-voxel")
-    print(f"fast kernel speed-up over the reference: {reference / fast:.1f}x")
-    return {"bound32": bound32, "bound64": bound64, "reference": reference, "fast": fast,
-            "t_sv": fast / (k * v), "tables": tables}
+    print(f"speed-up over the reference: draw kernel {reference / draws:.0f}x, permutation kernel "
+          f"{reference / permutation:.0f}x")
+    return {"bound32": bound32, "bound64": bound64, "reference": reference, "fast": permutation,
+            "draws": draws, "t_sv": permutation / (k * v), "tables": tables, "stack": stack}
+
+
+def variants(single: dict, effect32, variance32) -> None:
+    """Jackknife and meta-regression nulls: permutation kernels against the NumPy versions."""
+    k = effect32.shape[0]
+    stack = single["stack"]
+    y, v = effect32.astype(np.float64), variance32.astype(np.float64)
+    seeds = randomization_seeds(1, "bench-variants", 0, 4)
+    jackknife_permutation_block(stack, seeds[:1])
+    kernel = best_of(lambda: jackknife_permutation_block(stack, seeds), 3) / 4
+    numpy = best_of(lambda: jackknife_null_block(y, v, seeds[:1]), 1)
+    print(f"jackknife null ({k} runs), one randomization: permutation kernel {kernel * 1e3:.1f} ms, "
+          f"NumPy {numpy * 1e3:.0f} ms ({numpy / kernel:.0f}x)")
+    x = np.linspace(0.0, 1.0, k)
+    design = np.column_stack([np.ones(k), x])
+    regression_permutation_block(stack, design, seeds[:1])
+    kernel = best_of(lambda: regression_permutation_block(stack, design, seeds), 3) / 4
+    numpy = best_of(lambda: regression_null_block(y, v, design, seeds[:1]), 2)
+    print(f"meta-regression null (3 contrasts), one randomization: permutation kernel "
+          f"{kernel * 1e3:.1f} ms, NumPy {numpy * 1e3:.0f} ms ({numpy / kernel:.0f}x)")
 
 
 def many_studies(effect32, variance32, n1, n2, n_studies: int) -> tuple[float, float]:
-    """``t_sv`` of the fast kernel on ``n_studies`` studies (the maps repeated, voxels shuffled)."""
+    """``t_sv`` of the permutation kernel (and the draw kernel) on ``n_studies`` studies (the
+    maps repeated, voxels shuffled)."""
     rng = np.random.default_rng(0)
     k, v = effect32.shape
     rows = np.arange(n_studies) % k
     order = [rng.permutation(v) for _ in rows]
     effect = np.stack([effect32[r, o] for r, o in zip(rows, order, strict=True)])
     variance = np.stack([variance32[r, o] for r, o in zip(rows, order, strict=True)])
-    tables = study_tables(effect, variance, *variance_model(n1[rows], n2[rows]))
+    model = variance_model(n1[rows], n2[rows])
+    tables = study_tables(effect, variance, *model)
+    stack = shuffled_stack(effect, np.random.SeedSequence(1), variance, *model)
     seeds = randomization_seeds(1, "bench-k", 0, 2)
-    cost = best_of(lambda: fast_randomization_block(tables, seeds), 3) / 2
-    bound = best_of(lambda: effect.sum(), 5)
+    draws = best_of(lambda: fast_randomization_block(tables, seeds), 3) / 2
+    cost = best_of(lambda: permutation_block(stack, seeds), 3) / 2
+    bound = effect.nbytes / memory_bandwidth()
     t_sv = cost / (n_studies * v)
-    print(f"{n_studies} studies ({tables.values.nbytes / 1e6:.0f} MB of tables): one randomization "
-          f"{cost * 1e3:.1f} ms = {cost / bound:.1f} x its float32 bound, {t_sv * 1e9:.2f} ns per "
-          "study-voxel")
-    return t_sv, tables.values.nbytes / 1e6
+    print(f"{n_studies} studies ({effect.nbytes / 1e6:.0f} MB float32 stack): one randomization, "
+          f"permutation kernel {cost * 1e3:.1f} ms = {cost / bound:.1f} x its float32 bound, "
+          f"{t_sv * 1e9:.2f} ns per study-voxel; draw kernel {draws * 1e3:.1f} ms")
+    return t_sv, stack.values.nbytes / 1e6
 
 
 def cluster_null(maps, hist) -> float:
@@ -224,7 +285,7 @@ def cost_model(single: dict, t_sv_large: float | None, scale: dict[int, dict], k
     kernel = p * kk * v * big_sv / (w * efficiency)
     print(f"  prediction: {p:,} randomizations x {kk} studies x {v:,} voxels on {w} workers "
           f"(e = {efficiency:.2f}, t_sv = {big_sv * 1e9:.2f} ns): {kernel:,.0f} s = "
-          f"{kernel / 60:.1f} min of kernel, + t_over: about {tables_mb_large or 0:.0f} MB of tables "
+          f"{kernel / 60:.1f} min of kernel, + t_over: about {tables_mb_large or 0:.0f} MB of stack "
           "to each worker (seconds on a fast network) and, in blocks of 250, 400 tasks and "
           "summaries (under a second of scheduling)")
 
@@ -253,10 +314,11 @@ def main() -> None:
     print(f"{k} studies x {v} voxels\n")
 
     single = single_core(effect32, variance32, n1, n2, args.repeats)
+    variants(single, effect32, variance32)
     t_sv_large, tables_mb = (many_studies(effect32, variance32, n1, n2, args.many_studies)
                              if args.many_studies else (None, None))
     if not args.no_cluster_null:
-        hist = fast_randomization_block(single["tables"], randomization_seeds(1, "b", 0, 5)).hist
+        hist = permutation_block(single["stack"], randomization_seeds(1, "b", 0, 5)).hist
         cost = cluster_null(maps, hist)
         print(f"one cluster-null randomization (1 core): {cost * 1e3:.1f} ms "
               f"= {cost / single['fast']:.0f} x the fast voxel null")

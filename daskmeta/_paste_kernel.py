@@ -111,13 +111,15 @@ def paste_rows(pi, pj, pk, g, before, mask_k, half, table, reach, plane, base, t
         last = before[plane, j, k1 + 1]
         if first == last:
             continue
-        djr = dj + reach
+        row = table[di, dj + reach]
+        ks = mask_k[first:last]
+        tot = total[first - base:last - base]
+        wei = weighted[first - base:last - base]
         dk = reach - pk
-        for position in range(first, last):
-            kernel = table[di, djr, mask_k[position] + dk]
-            index = position - base
-            total[index] += kernel
-            weighted[index] += kernel * kernel * g
+        for q in range(last - first):
+            kernel = row[ks[q] + dk]
+            tot[q] += kernel
+            wei[q] += kernel * kernel * g
         lo = min(lo, first - base)
         hi = max(hi, last - base)
     return lo, hi
