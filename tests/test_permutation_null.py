@@ -302,3 +302,43 @@ def test_regression_design_and_contrasts_checked(stack):
         permutation_null.regression_permutation_block(stack, design, seeds(0, 1), {"a": (0, 0)})
     one = permutation_null.regression_permutation_block(stack, design, seeds(0, 3), {"s": (0, 1)})
     assert one.shape == (1, N_HIST) and one.sum() == 3 * stack.n_voxels
+
+
+# -- the graphs ------------------------------------------------------------------------------
+
+
+def test_graphs_use_the_arrangement_of_their_seed_and_name(make_studyset):
+    """mean, jackknife and linear_model with the default engine: their null histograms are
+    the kernels' on the stack arranged by (seed, name), whatever the block size."""
+    from daskmeta.analysis import mean
+    from daskmeta.leave_one_out import jackknife
+    from daskmeta.linear_models import linear_model
+    from daskmeta.preprocess import recreate
+    from daskmeta.stats.regression import rescale
+
+    maps = recreate(make_studyset(n_studies=6, peaks_per_study=3, seed=4), anisotropy=0.0)
+    maps = maps.persist(scheduler="threads")
+    effect, variance = maps.effect.values, maps.variance.values
+    n1 = maps.n1.values.astype(float)
+    n2 = maps.n2.values.astype(float) if "n2" in maps.coords else np.full(6, np.nan)
+    stack = shuffled_stack(effect, arrangement_seed(5, "g"), variance, *variance_model(n1, n2))
+    sequences = randomization_seeds(5, "g", 0, 5)
+
+    result = mean(maps, permutations=5, seed=5, name="g", block_size=2, voxel_p=None)
+    assert result.attrs["null_engine"] == "permutation"
+    summary = permutation_block(stack, sequences)
+    np.testing.assert_array_equal(result.null_hist.values, summary.hist)
+    np.testing.assert_array_equal(result.null_max_z.values, summary.max_z)
+
+    runs = jackknife(maps, permutations=5, seed=5, name="g", block_size=3)
+    np.testing.assert_array_equal(runs.null_hist.values,
+                                  permutation_null.jackknife_permutation_block(stack, sequences))
+
+    fit = linear_model(maps, regressor="age", permutations=5, seed=5, name="g", block_size=4)
+    x01, _, _ = rescale(maps.age.values.astype(float))
+    design = np.column_stack([np.ones(6), x01])
+    np.testing.assert_array_equal(
+        fit.null_hist.values, permutation_null.regression_permutation_block(stack, design, sequences))
+    numpy_fit = linear_model(maps, regressor="age", permutations=2, seed=5, name="g", engine="numpy")
+    assert numpy_fit.attrs["null_engine"] == "numpy"
+    np.testing.assert_allclose(numpy_fit.z.values, fit.z.values)
