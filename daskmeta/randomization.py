@@ -22,6 +22,7 @@ import numpy as np
 from dask.delayed import Delayed
 from numpy.typing import ArrayLike
 
+from daskmeta.cluster_null import cluster_null_block
 from daskmeta.clusters import largest_cluster
 from daskmeta.grid import load_mask
 from daskmeta.kernel import KernelPaster
@@ -127,7 +128,12 @@ def _cluster_block(
     peak_g: np.ndarray, n1: np.ndarray, n2: np.ndarray, seed: int, name: str, start: int,
     stop: int, mask_name: str, fwhm: float, thresholds: tuple[float, float],
 ) -> NullSummary:
-    """Largest clusters of randomizations that relocate each study's peaks (see null_summary)."""
+    """Largest clusters of randomizations that relocate each study's peaks (see null_summary).
+
+    The plain reference (``KernelPaster`` with ``bincount``, :func:`pooled_z`, SciPy labelling);
+    the graph runs :func:`daskmeta.cluster_null.cluster_null_block`, which the tests hold to
+    the same numbers.
+    """
     mask = load_mask(mask_name)
     paste = _paster(mask_name, fwhm)
     sampling, constant = variance_model(n1, n2)
@@ -299,7 +305,7 @@ def null_summary(
     thresholds = dask.delayed(_thresholds, pure=True)(summary, voxel_p)
     peak_g, n1, n2 = (dask.delayed(np.asarray, pure=True)(a, dtype=np.float64) for a in peaks)
     second = [
-        dask.delayed(_cluster_block, pure=True)(
+        dask.delayed(cluster_null_block, pure=True)(
             peak_g, n1, n2, seed, name, start, stop, mask_name, float(fwhm), thresholds,
             dask_key_name=f"cluster-null-{name}-{token}-{start}")
         for start, stop in bounds
