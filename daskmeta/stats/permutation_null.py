@@ -36,7 +36,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Mapping, Sequence
-from types import ModuleType
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import numpy as np
@@ -170,9 +170,10 @@ def permuted_effects(stack: ShuffledStack, seed_sequences: Sequence[np.random.Se
 
 
 @functools.cache
-def _load_kernel() -> ModuleType | None:
+def _load_kernel() -> SimpleNamespace | None:
+    """The compiled kernels (the mean's and the variants' in one namespace), or None."""
     try:
-        from daskmeta.stats import _permutation_kernel
+        from daskmeta.stats import _permutation_kernel, _permutation_variants
     except ImportError as error:
         warnings.warn(
             f"numba is not available ({error}); the permutation null runs its NumPy version "
@@ -181,10 +182,12 @@ def _load_kernel() -> ModuleType | None:
             stacklevel=3,
         )
         return None
-    return _permutation_kernel
+    return SimpleNamespace(**{name: getattr(module, name)
+                              for module in (_permutation_kernel, _permutation_variants)
+                              for name in dir(module) if not name.startswith("__")})
 
 
-def _kernel(jit: bool | None) -> ModuleType | None:
+def _kernel(jit: bool | None) -> SimpleNamespace | None:
     if jit is False:
         return None
     kernel = _load_kernel()
@@ -203,7 +206,7 @@ def _numpy_z(stack: ShuffledStack, seed_sequences: Sequence[np.random.SeedSequen
     return np.array(maps).reshape(len(maps), stack.n_voxels)
 
 
-def _run(kernel: ModuleType, stack: ShuffledStack, keys: NDArray[np.uint64], keep_maps: bool
+def _run(kernel: SimpleNamespace, stack: ShuffledStack, keys: NDArray[np.uint64], keep_maps: bool
          ) -> tuple[NullSummary, NDArray[np.float64]]:
     n = keys.size
     hist = np.zeros(N_HIST, dtype=np.int64)
