@@ -28,6 +28,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/permutations.py
+	$(BIN)/python benchmarks/cluster_null.py
 	$(BIN)/python benchmarks/sweep.py
 
 # NiMARE would downgrade nilearn in .venv: it gets its own environment beside daskmeta.

@@ -295,9 +295,9 @@ def cost_model(single: dict, t_sv_large: float | None, scale: dict[int, dict], k
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", default="examples/clbp")
-    parser.add_argument("--randomizations", type=int, default=500,
+    parser.add_argument("--randomizations", type=int, default=2000,
                         help="P of the scaling runs (each runs P and 2P)")
-    parser.add_argument("--block-size", type=int, default=20)
+    parser.add_argument("--block-size", type=int, default=100)
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--many-studies", type=int, default=200, help="0 skips the large-K run")
