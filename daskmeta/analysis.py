@@ -7,6 +7,8 @@ the result is written or ``.compute()`` is called.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -140,12 +142,8 @@ def mean(
     selected = prepare_studies(maps, where, studies, name)
     pooled = pool(selected)
     n_studies = selected.sizes["study"]
-    peaks, sizes = None, None
-    if "n1" in selected.coords:
-        n2 = selected["n2"].data if "n2" in selected.coords else np.full(n_studies, np.nan)
-        sizes = (selected["n1"].data, n2)
-        if "peak_g" in selected:
-            peaks = (selected.peak_g.data, *sizes)
+    sizes = sample_sizes(selected)
+    peaks = (selected.peak_g.data, *sizes) if sizes is not None and "peak_g" in selected else None
     summary = null_summary(
         selected.effect.data, selected.variance.data, permutations, seed, name,
         maps.attrs["mask"], block_size, voxel_p, peaks, float(maps.attrs.get("fwhm", 20.0)),
@@ -178,6 +176,17 @@ def mean(
         "daskmeta_version": __version__,
     }
     return with_mask(result)
+
+
+def sample_sizes(selected: xr.Dataset) -> tuple[Any, Any] | None:
+    """``(n1, n2)`` of the selected studies (``n2`` NaN for one-sample), or None without ``n1``.
+
+    They give the fast engines' variance model exactly (spec sections 2-3).
+    """
+    if "n1" not in selected.coords:
+        return None
+    n2 = selected["n2"].data if "n2" in selected.coords else np.full(selected.sizes["study"], np.nan)
+    return selected["n1"].data, n2
 
 
 def with_mask(result: xr.Dataset) -> xr.Dataset:

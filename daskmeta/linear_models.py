@@ -17,12 +17,12 @@ import pandas as pd
 import xarray as xr
 
 from daskmeta import __version__
-from daskmeta.analysis import prepare_studies, study_table, with_mask
+from daskmeta.analysis import prepare_studies, sample_sizes, study_table, with_mask
 from daskmeta.randomization import (
     DEFAULT_BLOCK,
+    arrangement,
     block_bounds,
     randomization_seeds,
-    shuffled_studies,
     tree_sum,
     whole_stacks,
 )
@@ -161,10 +161,7 @@ def linear_model(
     stack_e, stack_v = whole_stacks(selected.effect.data, selected.variance.data)
     bounds = block_bounds(permutations, block_size)
     if engine == "permutation":
-        n1 = selected["n1"].data if "n1" in selected.coords else None
-        n2 = (selected["n2"].data if "n2" in selected.coords else np.full(k, np.nan)) \
-            if n1 is not None else None
-        stack = dask.delayed(shuffled_studies, pure=True)(stack_e, stack_v, n1, n2, seed, name)
+        stack = arrangement(stack_e, stack_v, sample_sizes(selected), seed, name)
         blocks = [dask.delayed(_permutation_null_block, pure=True)(stack, design, seed, name, start, stop)
                   for start, stop in bounds]
     else:

@@ -119,6 +119,25 @@ def shuffled_studies(effect: np.ndarray, variance: np.ndarray, n1: np.ndarray | 
     return shuffled_stack(effect, arrangement_seed(seed, name), variance, **model)
 
 
+def _delayed_sizes(sizes: tuple[ArrayLike, ArrayLike] | None) -> tuple[Delayed | None, Delayed | None]:
+    if sizes is None:
+        return None, None
+    n1, n2 = (dask.delayed(np.asarray, pure=True)(a, dtype=np.float64) for a in sizes)
+    return n1, n2
+
+
+def arrangement(stack_e: Delayed, stack_v: Delayed, sizes: tuple[ArrayLike, ArrayLike] | None,
+                seed: int, name: str) -> Delayed:
+    """The permutation engine's arranged stack as one graph task (:func:`shuffled_studies`).
+
+    ``stack_e, stack_v`` are the whole stacks (:func:`whole_stacks`); ``sizes`` the studies'
+    ``(n1, n2)`` (:func:`daskmeta.analysis.sample_sizes`) or None to fit the variance model.
+    Pure: the mean, jackknife and linear-model graphs of one analysis share it.
+    """
+    n1, n2 = _delayed_sizes(sizes)
+    return dask.delayed(shuffled_studies, pure=True)(stack_e, stack_v, n1, n2, seed, name)
+
+
 def _permutation_block(stack: ShuffledStack, seed: int, name: str, start: int, stop: int
                        ) -> NullSummary:
     return permutation_block(stack, randomization_seeds(seed, name, start, stop))
@@ -275,17 +294,15 @@ def null_summary(
     token = dask.base.tokenize(stack_e, stack_v, n_randomizations, seed, name, block_size, engine,
                                sample_sizes)
     bounds = block_bounds(n_randomizations, block_size)
-    n1, n2 = (None, None) if sample_sizes is None else (
-        dask.delayed(np.asarray, pure=True)(a, dtype=np.float64) for a in sample_sizes)
     if engine == "permutation":
-        stack = dask.delayed(shuffled_studies, pure=True)(stack_e, stack_v, n1, n2, seed, name,
-                                                   dask_key_name=f"null-arrangement-{name}-{token}")
+        stack = arrangement(stack_e, stack_v, sample_sizes, seed, name)
         first = [
             dask.delayed(_permutation_block, pure=True)(
                 stack, seed, name, start, stop, dask_key_name=f"randomization-{name}-{token}-{start}")
             for start, stop in bounds
         ]
     elif engine == "numba":
+        n1, n2 = _delayed_sizes(sample_sizes)
         tables = dask.delayed(_tables, pure=True)(stack_e, stack_v, n1, n2,
                                                   dask_key_name=f"null-tables-{name}-{token}")
         first = [

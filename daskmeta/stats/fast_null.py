@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Literal, NamedTuple, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -61,6 +61,7 @@ __all__ = [
     "numba_available",
     "pooled_z",
     "randomization_keys",
+    "select_kernel",
     "study_groups",
     "study_tables",
     "uniform_draws",
@@ -295,13 +296,22 @@ def numba_available() -> bool:
     return _load_kernel() is not None
 
 
-def _kernel(jit: bool | None) -> ModuleType | None:
+def select_kernel(load: Callable[[], Any], jit: bool | None) -> Any:
+    """The compiled kernels that ``load()`` returns (None without Numba), as ``jit`` asks.
+
+    ``jit=False``: None (the NumPy version), without loading; ``True``: the kernels or an
+    ImportError; ``None``: whichever is available.
+    """
     if jit is False:
         return None
-    kernel = _load_kernel()
+    kernel = load()
     if kernel is None and jit:
         raise ImportError("jit=True needs numba; install it or pass jit=None.")
     return kernel
+
+
+def _kernel(jit: bool | None) -> ModuleType | None:
+    return select_kernel(_load_kernel, jit)
 
 
 def uniform_draws(key: np.uint64, counters: NDArray[np.uint64], n: int) -> NDArray[np.int64]:

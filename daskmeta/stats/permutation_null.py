@@ -42,7 +42,12 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from daskmeta.stats.fast_null import randomization_keys, uniform_draws, validated_model
+from daskmeta.stats.fast_null import (
+    randomization_keys,
+    select_kernel,
+    uniform_draws,
+    validated_model,
+)
 from daskmeta.stats.null import N_HIST, NullSummary, histogram
 from daskmeta.stats.random_effects import _pooled_z
 
@@ -188,12 +193,7 @@ def _load_kernel() -> SimpleNamespace | None:
 
 
 def _kernel(jit: bool | None) -> SimpleNamespace | None:
-    if jit is False:
-        return None
-    kernel = _load_kernel()
-    if kernel is None and jit:
-        raise ImportError("jit=True needs numba; install it or pass jit=None.")
-    return kernel
+    return select_kernel(_load_kernel, jit)
 
 
 def _numpy_z(stack: ShuffledStack, seed_sequences: Sequence[np.random.SeedSequence]
