@@ -119,24 +119,34 @@ def accumulate(sum_w, sum_wy, sum_wy2, sum_w2, row, sampling, constant, m):
 @_jit
 def exact_z(y, sum_w, mu_fixed, sum_w2, sampling, constant):
     """SDM-Z of one voxel (its effects ``y``) with the two-pass Q and ``w* = 1 / (v + tau2)``."""
+    return exact_z_skipping(y, -1, sum_w, mu_fixed, sum_w2, sampling, constant)
+
+
+@_jit
+def exact_z_skipping(y, skip, sum_w, mu_fixed, sum_w2, sampling, constant):
+    """:func:`exact_z` over the studies other than ``skip`` (-1: all), given their
+    ``sum w``, fixed-effect mean and ``sum w^2``."""
     k = y.shape[0]
+    df = (k - 1.0) if skip < 0 else (k - 2.0)
     q = 0.0
     for s in range(k):
-        w = 1.0 / (sampling[s] + constant[s] * (y[s] * y[s]))
-        d = y[s] - mu_fixed
-        q += (d * d) * w
+        if s != skip:
+            w = 1.0 / (sampling[s] + constant[s] * (y[s] * y[s]))
+            d = y[s] - mu_fixed
+            q += (d * d) * w
     c = sum_w - sum_w2 / sum_w
     tau2 = 0.0
     if c > 0.0:
-        tau2 = (q - (k - 1.0)) / c
+        tau2 = (q - df) / c
     if tau2 < 0.0:
         tau2 = 0.0
     sum_ws = 0.0
     sum_wsy = 0.0
     for s in range(k):
-        ws = 1.0 / ((sampling[s] + constant[s] * (y[s] * y[s])) + tau2)
-        sum_ws += ws
-        sum_wsy += ws * y[s]
+        if s != skip:
+            ws = 1.0 / ((sampling[s] + constant[s] * (y[s] * y[s])) + tau2)
+            sum_ws += ws
+            sum_wsy += ws * y[s]
     return sum_wsy / sum_ws * np.sqrt(sum_ws)
 
 

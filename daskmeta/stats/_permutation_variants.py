@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from daskmeta.stats._null_kernel import Q_MARGIN, _jit, summarize
+from daskmeta.stats._null_kernel import Q_MARGIN, _jit, exact_z_skipping, summarize
 from daskmeta.stats._permutation_kernel import TILE, shifts_of
 
 # -- leave-one-out (jackknife) nulls -----------------------------------------------------------
@@ -72,27 +72,7 @@ def exact_z_without(y, skip, sampling, constant):
             sum_w += w
             sum_wy += w * y[s]
             sum_w2 += w * w
-    mu_fixed = sum_wy / sum_w
-    q = 0.0
-    for s in range(k):
-        if s != skip:
-            w = 1.0 / (sampling[s] + constant[s] * (y[s] * y[s]))
-            d = y[s] - mu_fixed
-            q += (d * d) * w
-    c = sum_w - sum_w2 / sum_w
-    tau2 = 0.0
-    if c > 0.0:
-        tau2 = (q - (k - 2.0)) / c
-    if tau2 < 0.0:
-        tau2 = 0.0
-    sum_ws = 0.0
-    sum_wsy = 0.0
-    for s in range(k):
-        if s != skip:
-            ws = 1.0 / ((sampling[s] + constant[s] * (y[s] * y[s])) + tau2)
-            sum_ws += ws
-            sum_wsy += ws * y[s]
-    return sum_wsy / sum_ws * np.sqrt(sum_ws)
+    return exact_z_skipping(y, skip, sum_w, sum_wy / sum_w, sum_w2, sampling, constant)
 
 
 @_jit
