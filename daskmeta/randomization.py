@@ -22,10 +22,9 @@ import numpy as np
 from dask.delayed import Delayed
 from numpy.typing import ArrayLike
 
-from daskmeta.cluster_null import cluster_null_block
+from daskmeta.cluster_null import cluster_null_block, paster
 from daskmeta.clusters import largest_cluster
 from daskmeta.grid import load_mask
-from daskmeta.kernel import KernelPaster
 from daskmeta.stats.fast_null import (
     DEFAULT_ENGINE,
     Engine,
@@ -71,11 +70,6 @@ def block_bounds(n_randomizations: int, block_size: int) -> list[tuple[int, int]
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1; {block_size} was provided")
     return [(s, min(s + block_size, n_randomizations)) for s in range(0, n_randomizations, block_size)]
-
-
-@functools.cache
-def _paster(mask_name: str, fwhm: float) -> KernelPaster:
-    return KernelPaster(load_mask(mask_name).lookup, fwhm)
 
 
 def _block(
@@ -154,7 +148,7 @@ def _cluster_block(
     the same numbers.
     """
     mask = load_mask(mask_name)
-    paste = _paster(mask_name, fwhm)
+    paste = paster(mask_name, fwhm)
     sampling, constant = variance_model(n1, n2)
     counts = np.isfinite(peak_g).sum(1)
     n_voxels = mask.n_voxels  # a sum over the volume: once, not per study
