@@ -299,6 +299,25 @@ def _check_jackknife(stack: ShuffledStack) -> None:
             f"a leave-one-out analysis needs at least 3 studies; {stack.n_studies} were provided")
 
 
+def _jackknife_run(stack: ShuffledStack, seed_sequences: Sequence[np.random.SeedSequence],
+                   jit: bool | None, keep_maps: bool
+                   ) -> tuple[NDArray[np.int64], NDArray[np.float64] | None]:
+    """Histograms (k, N_HIST) of the leave-one-out runs and, with ``keep_maps``, their maps."""
+    _check_jackknife(stack)
+    hist = np.zeros((stack.n_studies, N_HIST), dtype=np.int64)
+    kernel = _kernel(jit)
+    if kernel is None:
+        maps = _numpy_jackknife_z(stack, seed_sequences)
+        for i in range(stack.n_studies):
+            hist[i] += histogram(maps[:, i])
+        return hist, maps if keep_maps else None
+    keys = randomization_keys(seed_sequences)
+    maps = np.empty((keys.size, stack.n_studies, stack.n_voxels) if keep_maps else (1, 1, 0))
+    kernel.jackknife_permutations(stack.values, stack.n_voxels, stack.sampling, stack.constant,
+                                  keys, hist, maps, keep_maps)
+    return hist, maps if keep_maps else None
+
+
 def jackknife_permutation_maps(stack: ShuffledStack,
                                seed_sequences: Sequence[np.random.SeedSequence],
                                jit: bool | None = None) -> NDArray[np.float64]:
@@ -307,16 +326,7 @@ def jackknife_permutation_maps(stack: ShuffledStack,
     Row ``[b, i]`` pools randomization ``b``'s relocated maps (those of
     :func:`permutation_maps`) without study ``i``. For tests and diagnostics.
     """
-    _check_jackknife(stack)
-    keys = randomization_keys(seed_sequences)
-    kernel = _kernel(jit)
-    if kernel is None:
-        return _numpy_jackknife_z(stack, seed_sequences)
-    maps = np.empty((keys.size, stack.n_studies, stack.n_voxels))
-    hist = np.zeros((stack.n_studies, N_HIST), dtype=np.int64)
-    kernel.jackknife_permutations(stack.values, stack.n_voxels, stack.sampling, stack.constant,
-                                  keys, hist, maps, True)
-    return maps
+    return _jackknife_run(stack, seed_sequences, jit, keep_maps=True)[1]
 
 
 def jackknife_permutation_block(stack: ShuffledStack,
@@ -337,18 +347,7 @@ def jackknife_permutation_block(stack: ShuffledStack,
     ndarray of int64, shape (n_studies, N_HIST)
         Row ``i``: counts of the null z of the run without study ``i``.
     """
-    _check_jackknife(stack)
-    keys = randomization_keys(seed_sequences)
-    kernel = _kernel(jit)
-    hist = np.zeros((stack.n_studies, N_HIST), dtype=np.int64)
-    if kernel is None:
-        for z in _numpy_jackknife_z(stack, seed_sequences):
-            for i in range(stack.n_studies):
-                hist[i] += histogram(z[i])
-        return hist
-    kernel.jackknife_permutations(stack.values, stack.n_voxels, stack.sampling, stack.constant,
-                                  keys, hist, np.empty((1, 1, 0)), False)
-    return hist
+    return _jackknife_run(stack, seed_sequences, jit, keep_maps=False)[0]
 
 
 # -- meta-regression ---------------------------------------------------------------------------
@@ -389,6 +388,31 @@ def _numpy_regression_z(stack: ShuffledStack, design: NDArray[np.float64],
     return np.array(maps).reshape(len(maps), len(contrasts), stack.n_voxels)
 
 
+def _regression_run(stack: ShuffledStack, design: ArrayLike,
+                    seed_sequences: Sequence[np.random.SeedSequence],
+                    contrasts: Mapping[str, ArrayLike] | None, jit: bool | None, keep_maps: bool
+                    ) -> tuple[NDArray[np.int64], NDArray[np.float64] | None]:
+    """Histograms (n_contrasts, N_HIST) and, with ``keep_maps``, the contrast z maps."""
+    from daskmeta.stats.regression import SDM_CONTRASTS
+
+    contrasts = SDM_CONTRASTS if contrasts is None else contrasts
+    x = _regressor_of(stack, design)
+    matrix = _contrast_matrix(contrasts)
+    hist = np.zeros((len(matrix), N_HIST), dtype=np.int64)
+    kernel = _kernel(jit)
+    if kernel is None:
+        maps = _numpy_regression_z(stack, np.asarray(design, np.float64), contrasts,
+                                   seed_sequences)
+        for r in range(len(matrix)):
+            hist[r] += histogram(maps[:, r])
+        return hist, maps if keep_maps else None
+    keys = randomization_keys(seed_sequences)
+    maps = np.empty((keys.size, len(matrix), stack.n_voxels) if keep_maps else (1, 1, 0))
+    kernel.regression_permutations(stack.values, stack.n_voxels, stack.sampling, stack.constant,
+                                   x, matrix, keys, hist, maps, keep_maps)
+    return hist, maps if keep_maps else None
+
+
 def regression_permutation_maps(
     stack: ShuffledStack, design: ArrayLike, seed_sequences: Sequence[np.random.SeedSequence],
     contrasts: Mapping[str, ArrayLike] | None = None, jit: bool | None = None,
@@ -397,20 +421,7 @@ def regression_permutation_maps(
 
     For tests and diagnostics; see :func:`regression_permutation_block`.
     """
-    from daskmeta.stats.regression import SDM_CONTRASTS
-
-    contrasts = SDM_CONTRASTS if contrasts is None else contrasts
-    x = _regressor_of(stack, design)
-    matrix = _contrast_matrix(contrasts)
-    keys = randomization_keys(seed_sequences)
-    kernel = _kernel(jit)
-    if kernel is None:
-        return _numpy_regression_z(stack, np.asarray(design, np.float64), contrasts, seed_sequences)
-    maps = np.empty((keys.size, len(matrix), stack.n_voxels))
-    hist = np.zeros((len(matrix), N_HIST), dtype=np.int64)
-    kernel.regression_permutations(stack.values, stack.n_voxels, stack.sampling, stack.constant,
-                                   x, matrix, keys, hist, maps, True)
-    return maps
+    return _regression_run(stack, design, seed_sequences, contrasts, jit, keep_maps=True)[1]
 
 
 def regression_permutation_block(
@@ -444,20 +455,4 @@ def regression_permutation_block(
     -------
     ndarray of int64, shape (n_contrasts, N_HIST)
     """
-    from daskmeta.stats.regression import SDM_CONTRASTS
-
-    contrasts = SDM_CONTRASTS if contrasts is None else contrasts
-    x = _regressor_of(stack, design)
-    matrix = _contrast_matrix(contrasts)
-    keys = randomization_keys(seed_sequences)
-    kernel = _kernel(jit)
-    hist = np.zeros((len(matrix), N_HIST), dtype=np.int64)
-    if kernel is None:
-        for z in _numpy_regression_z(stack, np.asarray(design, np.float64), contrasts,
-                                     seed_sequences):
-            for r in range(len(matrix)):
-                hist[r] += histogram(z[r])
-        return hist
-    kernel.regression_permutations(stack.values, stack.n_voxels, stack.sampling, stack.constant,
-                                   x, matrix, keys, hist, np.empty((1, 1, 0)), False)
-    return hist
+    return _regression_run(stack, design, seed_sequences, contrasts, jit, keep_maps=False)[0]
