@@ -8,13 +8,13 @@ For the studies of the reference example (24 CLBP studies, about 190 peaks, grey
 mask, 20 mm isotropic kernel), at the voxel null's ``p < 0.005`` z thresholds (computed from
 the recreated maps, as ``mean`` does; or given with ``--thresholds``), prints:
 
-1. ms per randomization of ``daskmeta.randomization._cluster_block`` (old) and
-   :func:`daskmeta.cluster_null.cluster_null_block` (new), measured in the same process, best
+1. ms per randomization of ``daskmeta.null.randomization._cluster_block`` (old) and
+   :func:`daskmeta.null.cluster_extent.cluster_null_block` (new), measured in the same process, best
    of ``--repeats`` blocks, and checks that both give the same largest clusters;
 2. the split of one randomization: peak draws, pasting (old: ``KernelPaster.__call__`` per
-   study; new: :meth:`~daskmeta.kernel.KernelPaster.paste_all`), pooling (``pooled_z`` of the
-   stack), pasting and pooling fused (:meth:`~daskmeta.kernel.KernelPaster.pooled_z`), and
-   labelling (``largest_cluster`` twice, scipy; :func:`~daskmeta.cluster_null.largest_clusters`,
+   study; new: :meth:`~daskmeta.stats.peak_kernel.KernelPaster.paste_all`), pooling (``pooled_z`` of the
+   stack), pasting and pooling fused (:meth:`~daskmeta.stats.peak_kernel.KernelPaster.pooled_z`), and
+   labelling (``largest_cluster`` twice, scipy; :func:`~daskmeta.null.cluster_extent.largest_clusters`,
    Numba).
 
 Nothing here is a test: the numbers are ratios measured in the same process, on whatever else
@@ -31,13 +31,13 @@ from collections.abc import Callable
 import dask
 import numpy as np
 
-from daskmeta.cluster_null import cluster_null_block, largest_clusters, paster, relocated_peaks
-from daskmeta.clusters import largest_cluster
-from daskmeta.grid import load_mask
+from daskmeta.analyses.recreate import peak_effects, recreate
 from daskmeta.io import load_studies
-from daskmeta.preprocess import peak_effects, recreate
-from daskmeta.randomization import _cluster_block, randomization_seeds
+from daskmeta.model.grid import load_mask
+from daskmeta.null.cluster_extent import cluster_null_block, largest_clusters, paster, relocated_peaks
+from daskmeta.null.randomization import _cluster_block, randomization_seeds
 from daskmeta.stats.fast_null import fast_randomization_block, pooled_z, study_tables, variance_model
+from daskmeta.stats.labelling import largest_cluster
 from daskmeta.stats.pvalues import z_threshold_for_p
 
 MASK = "gray_matter"

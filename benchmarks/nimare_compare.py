@@ -110,7 +110,7 @@ def nimare_side(workdir: Path, n_iters: int, cbma: bool, ibma: bool) -> dict:
 
 def write_inputs(studies, maps, mask, workdir: Path) -> np.ndarray:
     """Mask, NIfTI maps and NiMARE dataset JSON files; returns the exported beta stack."""
-    from daskmeta.nifti import to_image, to_nifti
+    from daskmeta.io.nifti import to_image, to_nifti
 
     to_image(np.ones(mask.n_voxels, dtype=bool), mask).to_filename(workdir / "mask.nii.gz")
     exported = np.where(maps.effect.values == 0, np.float32(TINY), maps.effect.values).astype(np.float32)
@@ -135,7 +135,7 @@ def write_inputs(studies, maps, mask, workdir: Path) -> np.ndarray:
 
 def daskmeta_marginal(maps, n: int, voxel_p: float | None) -> float:
     """Marginal seconds per randomization of a whole ``mean`` graph on one core."""
-    from daskmeta.analysis import mean
+    from daskmeta.analyses.means import mean
 
     def run(permutations: int) -> float:
         result = mean(maps, permutations=permutations, seed=1, block_size=max(permutations // 4, 1),
@@ -158,9 +158,9 @@ def pymare_float64(effect: np.ndarray, variance: np.ndarray) -> np.ndarray:
 def daskmeta_ibma(maps, mask, exported, workdir: Path, t_nimare: float) -> None:
     import nibabel as nib
 
-    from daskmeta.analysis import pool, prepare_studies
+    from daskmeta.analyses.means import pool, prepare_studies
+    from daskmeta.io.store import read_group, write_group
     from daskmeta.stats.random_effects import dersimonian_laird
-    from daskmeta.store import read_group, write_group
 
     store = str(workdir / "store.zarr")
     write_group(maps, store, "studies")
@@ -218,9 +218,9 @@ def main() -> None:
 
     import dask
 
-    from daskmeta.grid import load_mask
+    from daskmeta.analyses.recreate import recreate
     from daskmeta.io import load_studies
-    from daskmeta.preprocess import recreate
+    from daskmeta.model.grid import load_mask
 
     print("load average " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     studies = load_studies(args.studies)

@@ -15,7 +15,7 @@ Prints, for the studies of the reference example (24 CLBP studies, grey-matter m
 2. **One randomization on one core**, each engine: the NumPy reference
    (:func:`daskmeta.stats.null.randomization_block`), the fused draw kernel
    (:func:`daskmeta.stats.fast_null.fast_randomization_block`) and the permutation kernel
-   (:func:`daskmeta.stats.permutation_null.permutation_block`, the default), each in ms, as
+   (:func:`daskmeta.stats.permutation.permutation_block`, the default), each in ms, as
    a ratio to the bounds, and per study-voxel in ns (``t_sv``); the same for 200 studies
    (the 24 studies' maps repeated with their voxels shuffled); and the jackknife and
    meta-regression nulls against their NumPy versions.
@@ -47,15 +47,15 @@ import dask
 import numba
 import numpy as np
 
-from daskmeta.analysis import mean
-from daskmeta.cluster_null import cluster_null_block
+from daskmeta.analyses.means import mean
+from daskmeta.analyses.recreate import recreate
 from daskmeta.io import load_studies
-from daskmeta.preprocess import recreate
-from daskmeta.randomization import arrangement_seed, randomization_seeds
+from daskmeta.null.cluster_extent import cluster_null_block
+from daskmeta.null.randomization import arrangement_seed, randomization_seeds
 from daskmeta.stats.fast_null import fast_randomization_block, study_tables, variance_model
 from daskmeta.stats.jackknife import jackknife_null_block
 from daskmeta.stats.null import randomization_block
-from daskmeta.stats.permutation_null import (
+from daskmeta.stats.permutation import (
     jackknife_permutation_block,
     permutation_block,
     regression_permutation_block,
@@ -230,7 +230,7 @@ def scaling(maps, workers: list[int], randomizations: int, block_size: int) -> d
     """
     from distributed import Client, LocalCluster
 
-    from daskmeta.store import read_group, write_group
+    from daskmeta.io.store import read_group, write_group
 
     store = tempfile.mkdtemp(suffix=".zarr")
     write_group(maps, store, "studies")

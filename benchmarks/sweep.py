@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from daskmeta.analysis import mean
+from daskmeta.analyses.means import mean
+from daskmeta.analyses.recreate import recreate
+from daskmeta.analyses.sweep import plan, sweep_maps
 from daskmeta.io import load_studies
-from daskmeta.preprocess import recreate
-from daskmeta.sweep import plan, sweep_maps
 
 GRID = {"fwhm": [10.0, 15.0, 20.0, 25.0], "anisotropy": [0.0, 1.0], "p": [0.005, 0.001, 0.0005]}
 

@@ -1,5 +1,5 @@
 """``python -m daskmeta``: the command line."""
 
-from daskmeta.cli import main
+from daskmeta.app.cli import main
 
 main()

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from daskmeta.grid import load_mask
-from daskmeta.studyset import StudySet
+from daskmeta.model.grid import load_mask
+from daskmeta.model.studyset import StudySet
 
 
 @pytest.fixture

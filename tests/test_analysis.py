@@ -4,15 +4,15 @@ import dask
 import numpy as np
 import pytest
 
-from daskmeta.analysis import mean, select_studies
-from daskmeta.grid import load_mask
-from daskmeta.preprocess import recreate
-from daskmeta.simulate import TrueEffect, simulate_studyset
+from daskmeta.analyses.means import mean, select_studies
+from daskmeta.analyses.recreate import recreate
+from daskmeta.inference.thresholding import threshold
+from daskmeta.model.grid import load_mask
 from daskmeta.stats.null import relocate
 from daskmeta.stats.pvalues import p_from_histogram
 from daskmeta.stats.random_effects import dersimonian_laird
-from daskmeta.synthetic import simulate_table
-from daskmeta.thresholding import threshold
+from daskmeta.testing.simulate import TrueEffect, simulate_studyset
+from daskmeta.testing.synthetic import simulate_table
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_pooled_maps_equal_the_dense_kernel(maps):
 def test_null_equals_the_dense_reference_relocation(maps):
     result = mean(maps, permutations=4, seed=9, name="ref", block_size=3,
                   engine="numpy").compute(scheduler="sync")
-    from daskmeta.randomization import randomization_seeds
+    from daskmeta.null.randomization import randomization_seeds
 
     effect, variance = maps.effect.values.astype(np.float64), maps.variance.values.astype(np.float64)
     null = np.concatenate([
@@ -146,11 +146,11 @@ def test_planted_effect_is_found_with_its_sign_and_no_decoy():
 def test_result_maps_carry_their_mask_for_export(maps, tmp_path):
     import nibabel as nib
 
-    from daskmeta.nifti import to_nifti
+    from daskmeta.io.nifti import to_nifti
 
     result = mean(maps, permutations=2, seed=1, voxel_p=None).compute(scheduler="threads")
     image = nib.load(to_nifti(result.z, tmp_path / "z.nii.gz"))
-    from daskmeta.grid import load_mask
+    from daskmeta.model.grid import load_mask
 
     np.testing.assert_allclose(load_mask("gray_matter").from_volume(np.asarray(image.dataobj)),
                                result.z.values, rtol=1e-6)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daskmeta.atlas import (
+from daskmeta.inference.atlas import (
     ATLAS_VERSION,
     UNDEFINED,
     breakdown,
     format_breakdown,
     load_atlas,
 )
-from daskmeta.grid import GRID_SHAPE, mm_to_ijk
+from daskmeta.model.grid import GRID_SHAPE, mm_to_ijk
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,13 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from daskmeta.bias import EGGER_COLUMNS, extract, publication_bias
-from daskmeta.grid import load_mask
-from daskmeta.preprocess import recreate
+from daskmeta.analyses.recreate import recreate
+from daskmeta.inference.bias import EGGER_COLUMNS, extract
+from daskmeta.inference.thresholding import empty_table
+from daskmeta.model.grid import load_mask
+from daskmeta.report.publication_bias import publication_bias
 from daskmeta.stats.egger import egger_test
 from daskmeta.stats.random_effects import dersimonian_laird
-from daskmeta.thresholding import empty_table
 
 VOXEL_CHUNK = 20_000
 

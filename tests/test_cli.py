@@ -9,11 +9,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from daskmeta.cli import app
-from daskmeta.grid import GRID_AFFINE
-from daskmeta.simulate import TrueEffect, simulate_studies
-from daskmeta.store import is_complete, read_group
-from daskmeta.synthetic import simulate_table
+from daskmeta.app.cli import app
+from daskmeta.io.store import is_complete, read_group
+from daskmeta.model.grid import GRID_AFFINE
+from daskmeta.testing.simulate import TrueEffect, simulate_studies
+from daskmeta.testing.synthetic import simulate_table
 
 runner = CliRunner()
 
@@ -87,7 +87,7 @@ def test_run_exports_maps_tables_reports_and_resumes(folder, tmp_path):
     stored = read_group(tmp_path / "s.zarr", "analyses/a")
     assert stored.attrs["n_studies"] == 4 and stored.attrs["where"] == "modality == 'A'"
     z = np.asarray(nib.load(out / "a" / "z.nii.gz").dataobj)
-    from daskmeta.grid import load_mask
+    from daskmeta.model.grid import load_mask
 
     np.testing.assert_allclose(load_mask("gray_matter").from_volume(z), stored.z.values, rtol=1e-6)
     again = runner.invoke(app, ["run", str(config), "--scheduler", "threads"])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from daskmeta.clusters import find_peaks, label_clusters, largest_cluster
-from daskmeta.grid import load_mask
+from daskmeta.model.grid import load_mask
+from daskmeta.stats.labelling import find_peaks, label_clusters, largest_cluster
 
 AFFINE_2MM = np.diag([2.0, 2.0, 2.0, 1.0])
 

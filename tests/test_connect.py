@@ -6,7 +6,7 @@ import dask
 import dask.array as da
 import pytest
 
-from daskmeta.connect import cluster_client, compute
+from daskmeta.app.dask_client import cluster_client, compute
 
 
 def test_local_cluster_prints_a_dashboard_that_serves(capsys):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daskmeta import coordinates as co
+from daskmeta.model import coordinates as co
 
 
 @pytest.fixture

@@ -66,7 +66,7 @@ def tls_cluster(config_file: Path):
 @pytest.mark.parametrize("how", ["python", "openssl"])
 def test_made_certificates_secure_a_cluster_through_the_dask_config(how, tmp_path):
     """What DASK_CONFIG=DIR/distributed.yaml gives: scheduler, worker and client talk TLS."""
-    from daskmeta.connect import cluster_client
+    from daskmeta.app.dask_client import cluster_client
 
     config_file = make_certificates(how, tmp_path / "tls")
     config = yaml.safe_load(config_file.read_text())
@@ -122,7 +122,7 @@ def test_gateway_credentials_reach_the_client_through_the_dask_config(monkeypatc
     from distributed import LocalCluster
     from distributed.security import Security
 
-    from daskmeta.connect import cluster_client
+    from daskmeta.app.dask_client import cluster_client
 
     gateway_client = load_module("gateway/client.py", monkeypatch)
     temporary = Security.temporary()  # like a gateway cluster: one self-signed cert and key

@@ -23,14 +23,14 @@ from cluster_helpers import (
 )
 from typer.testing import CliRunner
 
-from daskmeta.analysis import mean
-from daskmeta.cli import app
-from daskmeta.connect import cluster_client, compute
-from daskmeta.preprocess import recreate
-from daskmeta.simulate import TrueEffect, simulate_studies
-from daskmeta.store import is_complete, read_group
-from daskmeta.synthetic import simulate_table
-from daskmeta.workflow import run_config
+from daskmeta.analyses.means import mean
+from daskmeta.analyses.recreate import recreate
+from daskmeta.app.cli import app
+from daskmeta.app.dask_client import cluster_client, compute
+from daskmeta.app.workflow import run_config
+from daskmeta.io.store import is_complete, read_group
+from daskmeta.testing.simulate import TrueEffect, simulate_studies
+from daskmeta.testing.synthetic import simulate_table
 
 #: Several randomization tasks (block_size 2), both passes (voxel and cluster-extent null).
 PARAMS = {"permutations": 8, "seed": 5, "name": "loopback", "block_size": 2}

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from daskmeta.effect_size import (
+from daskmeta.stats.effect_size import (
     degrees_of_freedom,
     g_variance,
     hedges_g,

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from daskmeta.effect_size import g_variance
-from daskmeta.randomization import randomization_seeds
+from daskmeta.null.randomization import randomization_seeds
 from daskmeta.stats import fast_null
+from daskmeta.stats.effect_size import g_variance
 from daskmeta.stats.fast_null import (
     StudyTables,
     fast_randomization_block,

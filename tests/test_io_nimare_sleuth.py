@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from daskmeta.coordinates import to_spm_mni
 from daskmeta.errors import DaskmetaWarning, InputError
 from daskmeta.io import load_studies, read_nimare_json, read_sleuth
-from daskmeta.studyset import PEAK_COLUMNS
+from daskmeta.model.coordinates import to_spm_mni
+from daskmeta.model.studyset import PEAK_COLUMNS
 
 
 def nimare_dataset() -> dict[str, Any]:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from daskmeta.coordinates import to_spm_mni
 from daskmeta.errors import DaskmetaWarning, InputError
 from daskmeta.io import load_studies, read_tables
-from daskmeta.studyset import PEAK_COLUMNS
+from daskmeta.model.coordinates import to_spm_mni
+from daskmeta.model.studyset import PEAK_COLUMNS
 
 STUDIES = """\
 study\tn1\tn2\tt_thr\tmodality\tmean_age

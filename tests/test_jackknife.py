@@ -57,10 +57,11 @@ def test_null_block_equals_relocation_then_explicit_runs(stack):
 
 
 def test_jackknife_graph_equals_explicit_analyses_without_each_study(make_studyset):
-    from daskmeta.analysis import mean
-    from daskmeta.leave_one_out import jackknife, replication, replication_counts
-    from daskmeta.preprocess import recreate
-    from daskmeta.thresholding import threshold
+    from daskmeta.analyses.leave_one_out import jackknife
+    from daskmeta.analyses.means import mean
+    from daskmeta.analyses.recreate import recreate
+    from daskmeta.inference.replication import replication, replication_counts
+    from daskmeta.inference.thresholding import threshold
 
     maps = recreate(make_studyset(n_studies=5, peaks_per_study=4, seed=2), anisotropy=0.0)
     maps = maps.persist(scheduler="threads")

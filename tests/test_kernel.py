@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from daskmeta import grid
-from daskmeta.kernel import (
+from daskmeta.analyses.recreate import _lattice
+from daskmeta.model import grid
+from daskmeta.stats.peak_kernel import (
     KERNEL_FLOOR,
     combine_peaks,
     kernel_radius,
@@ -10,7 +11,6 @@ from daskmeta.kernel import (
     peak_kernels,
     sigma_from_fwhm,
 )
-from daskmeta.preprocess import _lattice
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from daskmeta.grid import load_mask
-from daskmeta.linear_models import linear_model
-from daskmeta.preprocess import recreate
+from daskmeta.analyses.linear_models import linear_model
+from daskmeta.analyses.recreate import recreate
+from daskmeta.inference.thresholding import threshold
+from daskmeta.model.grid import load_mask
 from daskmeta.stats.regression import linear_contrasts, meta_regression, rescale
-from daskmeta.thresholding import threshold
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_planted_covariate_is_found_there_and_not_elsewhere():
     import pandas as pd
 
     from daskmeta.errors import DaskmetaWarning
-    from daskmeta.studyset import StudySet
+    from daskmeta.model.studyset import StudySet
 
     rng = np.random.default_rng(5)
     mask = load_mask("gray_matter")

@@ -8,8 +8,9 @@ import pytest
 import xarray as xr
 from scipy import stats
 
-from daskmeta.grid import load_mask, mm_to_ijk
-from daskmeta.overlap import multimodal, overlap_tables
+from daskmeta.analyses.overlap import multimodal
+from daskmeta.inference.multimodal_clusters import overlap_tables
+from daskmeta.model.grid import load_mask, mm_to_ijk
 from daskmeta.stats.multimodal import clopper_pearson_upper, multimodal_p, null_count
 from daskmeta.stats.null import bin_index, histogram
 from daskmeta.stats.pvalues import p_from_histogram

@@ -2,8 +2,8 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
-from daskmeta.grid import GRID_AFFINE, GRID_SHAPE, load_mask
-from daskmeta.nifti import to_nifti
+from daskmeta.io.nifti import to_nifti
+from daskmeta.model.grid import GRID_AFFINE, GRID_SHAPE, load_mask
 
 
 def test_nifti_round_trip_values_and_affine(tmp_path, rng):

@@ -20,11 +20,11 @@ import pytest
 from scipy import stats
 from test_fast_null import N1, N2, _reference_null, sdm_like_maps
 
-from daskmeta.randomization import arrangement_seed, randomization_seeds
-from daskmeta.stats import permutation_null
+from daskmeta.null.randomization import arrangement_seed, randomization_seeds
+from daskmeta.stats import permutation as permutation_null
 from daskmeta.stats.fast_null import randomization_keys, variance_model
 from daskmeta.stats.null import N_HIST, combine, histogram, randomization_block
-from daskmeta.stats.permutation_null import (
+from daskmeta.stats.permutation import (
     PAD,
     permutation_block,
     permutation_maps,
@@ -331,10 +331,10 @@ def test_regression_design_and_contrasts_checked(stack):
 def test_graphs_use_the_arrangement_of_their_seed_and_name(make_studyset):
     """mean, jackknife and linear_model with the default engine: their null histograms are
     the kernels' on the stack arranged by (seed, name), whatever the block size."""
-    from daskmeta.analysis import mean
-    from daskmeta.leave_one_out import jackknife
-    from daskmeta.linear_models import linear_model
-    from daskmeta.preprocess import recreate
+    from daskmeta.analyses.leave_one_out import jackknife
+    from daskmeta.analyses.linear_models import linear_model
+    from daskmeta.analyses.means import mean
+    from daskmeta.analyses.recreate import recreate
     from daskmeta.stats.regression import rescale
 
     maps = recreate(make_studyset(n_studies=6, peaks_per_study=3, seed=4), anisotropy=0.0)

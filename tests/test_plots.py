@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from daskmeta import plots
+from daskmeta.report import plots
 
 pytest.importorskip("matplotlib")
 from matplotlib.image import imread  # noqa: E402
@@ -108,6 +108,6 @@ def test_scatter_rejects_bad_input(tmp_path):
 
 
 def test_import_does_not_load_matplotlib():
-    code = "import sys, daskmeta.plots; print('matplotlib' in sys.modules)"
+    code = "import sys, daskmeta.report.plots; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -3,11 +3,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from daskmeta.effect_size import g_variance, hedges_g
-from daskmeta.grid import load_mask
-from daskmeta.preprocess import _lattice, recreate
-from daskmeta.recreation import recreate_study
-from daskmeta.studyset import StudySet
+from daskmeta.analyses.recreate import _lattice, recreate
+from daskmeta.model.grid import load_mask
+from daskmeta.model.studyset import StudySet
+from daskmeta.stats.effect_size import g_variance, hedges_g
+from daskmeta.stats.recreation import recreate_study
 
 
 def _one_peak_study(xyz, t, n1=20.0, n2=22.0, t_thr=3.0):
@@ -70,7 +70,7 @@ def test_dask_graph_equals_the_numpy_kernel(small_studies):
         computed = maps.compute()
     mask = load_mask("gray_matter")
     graph, node_of = _lattice(1.0)
-    from daskmeta.grid import mm_to_ijk
+    from daskmeta.model.grid import mm_to_ijk
 
     for n, row in enumerate(small_studies.studies.itertuples()):
         peaks = small_studies.peaks_of(row.study)

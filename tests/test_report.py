@@ -1,4 +1,4 @@
-"""The Markdown report and glass brain of a mean analysis (daskmeta.report)."""
+"""The Markdown report and glass brain of a mean analysis (daskmeta.report.summary)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from daskmeta.grid import load_mask
-from daskmeta.report import REFERENCES, methods_text, write_report
+from daskmeta.inference.thresholding import empty_table
+from daskmeta.model.grid import load_mask
+from daskmeta.report.summary import REFERENCES, methods_text, write_report
 from daskmeta.stats.null import histogram
-from daskmeta.thresholding import empty_table
 
 THRESHOLD = {"p": 0.005, "peak_z": 1.0, "extent": 10}
 PERMUTATIONS = 24
@@ -185,7 +185,7 @@ def test_bad_inputs_are_named(result, tmp_path):
 
 
 def test_import_is_light():
-    code = ("import sys, daskmeta.report; "
+    code = ("import sys, daskmeta.report.summary; "
             "bad = [m for m in ('nilearn', 'matplotlib', 'nibabel') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import yaml
 
-from daskmeta.sdm_writer import write_studyset
-from daskmeta.store import group_attrs, is_complete
+from daskmeta.io.sdm_writer import write_studyset
+from daskmeta.io.store import group_attrs, is_complete
 
 pytestmark = pytest.mark.slow
 
 
 def _start(config: Path, command: str, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "daskmeta.cli", command, str(config), *extra],
+    return subprocess.Popen([sys.executable, "-m", "daskmeta.app.cli", command, str(config), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 

@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from daskmeta.clbp import CLBP_EFFECTS, CLBP_SEED, clbp_table, write_clbp_example
-from daskmeta.coordinates import to_spm_mni
-from daskmeta.effect_size import t_from_p
-from daskmeta.grid import load_mask, mm_to_ijk
 from daskmeta.io import load_studies
-from daskmeta.simulate import TrueEffect, simulate_studies, simulate_studyset, threshold_t
-from daskmeta.synthetic import null_studies, planted_studies, simulate_table
+from daskmeta.model.coordinates import to_spm_mni
+from daskmeta.model.grid import load_mask, mm_to_ijk
+from daskmeta.stats.effect_size import t_from_p
+from daskmeta.testing.clbp import CLBP_EFFECTS, CLBP_SEED, clbp_table, write_clbp_example
+from daskmeta.testing.simulate import TrueEffect, simulate_studies, simulate_studyset, threshold_t
+from daskmeta.testing.synthetic import null_studies, planted_studies, simulate_table
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "clbp"
 PUBLISHED = EXAMPLE / "studies_published.tsv"

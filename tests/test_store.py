@@ -3,9 +3,9 @@ import pytest
 import xarray as xr
 import zarr
 
+from daskmeta.analyses.recreate import recreate
 from daskmeta.errors import StoreError
-from daskmeta.preprocess import recreate
-from daskmeta.store import COMPLETE, FORMAT, is_complete, list_groups, read_group, write_group
+from daskmeta.io.store import COMPLETE, FORMAT, is_complete, list_groups, read_group, write_group
 
 
 def test_zarr_round_trip_is_lazy_and_exact(small_studies, tmp_path):

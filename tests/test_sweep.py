@@ -6,11 +6,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from daskmeta.analysis import mean
-from daskmeta.cli import app
-from daskmeta.preprocess import recreate
-from daskmeta.store import group_attrs, is_complete, read_group, region_write, start_group, update_attrs
-from daskmeta.sweep import plan, run_sweep_to_store, stability, study_subsets, sweep_key, sweep_maps
+from daskmeta.analyses.means import mean
+from daskmeta.analyses.recreate import recreate
+from daskmeta.analyses.sweep import plan, run_sweep_to_store, study_subsets, sweep_key, sweep_maps
+from daskmeta.app.cli import app
+from daskmeta.inference.replication import stability
+from daskmeta.io.store import group_attrs, is_complete, read_group, region_write, start_group, update_attrs
 
 PREPROCESS = {"mask": "gray_matter", "fwhm": 20.0, "anisotropy": 0.0, "beta": 1.0}
 THRESHOLD = {"p": 0.005, "peak_z": 1.0, "extent": 10}
@@ -91,7 +92,7 @@ def test_resume_writes_only_missing_variants(studies, tmp_path):
 
 
 def test_sweep_command(studies, tmp_path):
-    from daskmeta.sdm_writer import write_studyset
+    from daskmeta.io.sdm_writer import write_studyset
 
     folder = write_studyset(studies, tmp_path / "studies")
     config = {"studies": str(folder), "store": str(tmp_path / "s.zarr"), "out": str(tmp_path / "out"),

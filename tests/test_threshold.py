@@ -11,9 +11,9 @@ import pytest
 import xarray as xr
 from scipy import ndimage
 
-from daskmeta.atlas import load_atlas
-from daskmeta.grid import load_mask, mm_to_ijk
-from daskmeta.thresholding import COLUMNS, Thresholded, threshold
+from daskmeta.inference.atlas import load_atlas
+from daskmeta.inference.thresholding import COLUMNS, Thresholded, threshold
+from daskmeta.model.grid import load_mask, mm_to_ijk
 
 POSITIVE = (-38, -22, 56)  # left precentral
 SUBPEAK = (-50, -22, 46)  # 15.6 mm from POSITIVE, in the same cluster
@@ -230,7 +230,7 @@ def test_errors(planted, gray):
 
 
 def test_replicated_needs_the_same_sign_and_one_shared_voxel():
-    from daskmeta.thresholding import replicated
+    from daskmeta.inference.thresholding import replicated
 
     reference = np.array([1, 1, 0, -2, -2, 3, 0])
     labels = np.array([0, 5, 0, 4, 0, 0, -1])  # cluster 1 overlapped by a positive one;

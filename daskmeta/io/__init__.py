@@ -1,6 +1,6 @@
 """Readers of study sets: SDM folders, native tables, NiMARE JSON and Sleuth text.
 
-Every reader returns a :class:`~daskmeta.studyset.StudySet` with coordinates in SPM-MNI mm
+Every reader returns a :class:`~daskmeta.model.studyset.StudySet` with coordinates in SPM-MNI mm
 and a signed t per peak (spec section 1); bad input raises
 :class:`~daskmeta.errors.InputError` naming the file, line and field, and documented
 fill-ins emit :class:`~daskmeta.errors.DaskmetaWarning`. Readers never write files.
@@ -15,7 +15,7 @@ from daskmeta.io.nimare import read_nimare_json
 from daskmeta.io.sdm_folder import read_sdm_folder
 from daskmeta.io.sleuth import is_sleuth, read_sleuth
 from daskmeta.io.tables import read_tables
-from daskmeta.studyset import StudySet
+from daskmeta.model.studyset import StudySet
 
 __all__ = ["load_studies", "read_nimare_json", "read_sdm_folder", "read_sleuth", "read_tables"]
 

@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from daskmeta.coordinates import SPACE_TOKENS, to_spm_mni
-from daskmeta.effect_size import degrees_of_freedom, t_from_p, t_from_z
 from daskmeta.errors import DaskmetaWarning, InputError
-from daskmeta.grid import GRID_AFFINE, GRID_SHAPE, in_grid, mm_to_ijk
-from daskmeta.studyset import PEAK_COLUMNS, STUDY_COLUMNS, StudySet, validate
+from daskmeta.model.coordinates import SPACE_TOKENS, to_spm_mni
+from daskmeta.model.grid import GRID_AFFINE, GRID_SHAPE, in_grid, mm_to_ijk
+from daskmeta.model.studyset import PEAK_COLUMNS, STUDY_COLUMNS, StudySet, validate
+from daskmeta.stats.effect_size import degrees_of_freedom, t_from_p, t_from_z
 
 #: Cell texts read as a missing value (compared case-insensitively).
 MISSING = frozenset({"", "na", "nan", "n/a"})

@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from daskmeta.coordinates import SPACE_TOKENS
 from daskmeta.errors import InputError
 from daskmeta.io._common import (
     RESERVED,
@@ -40,7 +39,8 @@ from daskmeta.io._common import (
     is_missing,
     parse_number,
 )
-from daskmeta.studyset import STUDY_COLUMNS, StudySet
+from daskmeta.model.coordinates import SPACE_TOKENS
+from daskmeta.model.studyset import STUDY_COLUMNS, StudySet
 
 #: NiMARE ``coords.space`` values (lower-cased) and the daskmeta token they mean.
 SPACES = {
@@ -116,7 +116,7 @@ def _contrast_peaks(name: str, coords: Any, path: Path, line: int) -> list[dict[
 
 
 def read_nimare_json(path: str | Path) -> StudySet:
-    """Read a NiMARE dataset JSON into a :class:`~daskmeta.studyset.StudySet`.
+    """Read a NiMARE dataset JSON into a :class:`~daskmeta.model.studyset.StudySet`.
 
     Parameters
     ----------

@@ -12,15 +12,15 @@
     uncorrected p = 0.001, each with a :class:`~daskmeta.errors.DaskmetaWarning`.
 ``peak_stat``
     Optional, daskmeta's extension: ``t`` (default), ``z`` or ``p``, what the values in the
-    study's peak file are. z becomes t with :func:`~daskmeta.effect_size.t_from_z` and p
-    with :func:`~daskmeta.effect_size.t_from_p` at the study's degrees of freedom. A
+    study's peak file are. z becomes t with :func:`~daskmeta.stats.effect_size.t_from_z` and p
+    with :func:`~daskmeta.stats.effect_size.t_from_p` at the study's degrees of freedom. A
     p-value carries the sign of its peak: ``-0.001`` is a negative peak.
 other columns
     Covariates and filters: numeric-or-missing columns become float, purely textual
     columns (such as ``modality``) stay strings.
 
 Peak files are ``STUDY.TOKEN.txt``: the study name is everything before the last dot-part
-and ``TOKEN`` is one of :data:`~daskmeta.coordinates.SPACE_TOKENS` (coordinates converted
+and ``TOKEN`` is one of :data:`~daskmeta.model.coordinates.SPACE_TOKENS` (coordinates converted
 to SPM-MNI) or ``no_peaks`` (a null study, valid input). Each line holds ``x y z t``
 separated by commas, tabs or spaces; blank lines and lines starting with ``#`` are
 ignored. ``t`` may be the letter ``p`` / ``n``: a positive / negative peak of unknown
@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 
-from daskmeta.coordinates import SPACE_TOKENS
 from daskmeta.errors import InputError
 from daskmeta.io._common import (
     STAT_TYPES,
@@ -49,7 +48,8 @@ from daskmeta.io._common import (
     parse_study_table,
     read_table,
 )
-from daskmeta.studyset import StudySet, validate
+from daskmeta.model.coordinates import SPACE_TOKENS
+from daskmeta.model.studyset import StudySet, validate
 
 TABLE_NAME = "sdm_table.txt"
 NO_PEAKS = "no_peaks"
@@ -129,7 +129,7 @@ def read_peak_file(path: str | Path, study: str, token: str,
 
 
 def read_sdm_folder(folder: str | Path) -> StudySet:
-    """Read an SDM folder into a :class:`~daskmeta.studyset.StudySet`.
+    """Read an SDM folder into a :class:`~daskmeta.model.studyset.StudySet`.
 
     Parameters
     ----------

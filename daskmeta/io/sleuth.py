@@ -36,7 +36,7 @@ import pandas as pd
 
 from daskmeta.errors import InputError
 from daskmeta.io._common import assemble, parse_number
-from daskmeta.studyset import StudySet
+from daskmeta.model.studyset import StudySet
 
 #: Sleuth ``Reference`` values (lower-cased) and the daskmeta token they mean.
 SPACES = {"mni": "spm_mni", "talairach": "other_tal", "tal": "other_tal"}
@@ -54,7 +54,7 @@ def is_sleuth(path: str | Path) -> bool:
 
 
 def read_sleuth(path: str | Path) -> StudySet:
-    """Read a Sleuth text file into a :class:`~daskmeta.studyset.StudySet`.
+    """Read a Sleuth text file into a :class:`~daskmeta.model.studyset.StudySet`.
 
     Parameters
     ----------

@@ -16,7 +16,7 @@ for a one-sample design), optional ``t_thr`` / ``p_thr``, then covariates, all a
 ``stat_type``
     Optional: ``t`` (default), ``z`` or ``p`` (one-tailed; ``-0.001`` is a negative peak).
 ``space``
-    Optional: one of :data:`~daskmeta.coordinates.SPACE_TOKENS`, default ``spm_mni``.
+    Optional: one of :data:`~daskmeta.model.coordinates.SPACE_TOKENS`, default ``spm_mni``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from daskmeta.coordinates import SPACE_TOKENS
 from daskmeta.errors import InputError
 from daskmeta.io._common import (
     STAT_TYPES,
@@ -37,7 +36,8 @@ from daskmeta.io._common import (
     read_table,
     require_columns,
 )
-from daskmeta.studyset import StudySet
+from daskmeta.model.coordinates import SPACE_TOKENS
+from daskmeta.model.studyset import StudySet
 
 PEAK_TABLE_COLUMNS = ("study", "x", "y", "z", "stat")
 
@@ -70,7 +70,7 @@ def read_peak_table(path: str | Path) -> list[dict[str, Any]]:
 
 
 def read_tables(studies_path: str | Path, peaks_path: str | Path | None = None) -> StudySet:
-    """Read ``studies.tsv`` and ``peaks.tsv`` into a :class:`~daskmeta.studyset.StudySet`.
+    """Read ``studies.tsv`` and ``peaks.tsv`` into a :class:`~daskmeta.model.studyset.StudySet`.
 
     Parameters
     ----------

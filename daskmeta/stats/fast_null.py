@@ -7,7 +7,7 @@ computes the same null distribution with less work, from two facts of the algebr
 
 1. **The variance is a function of the effect** (spec section 3): for study ``s``,
    ``variance = a_s + c_s * effect^2`` with ``a_s = 1/n1 + 1/n2`` (``1/n`` one-sample) and
-   ``c_s`` from :func:`~daskmeta.effect_size.variance_constant`. Only the effect is read;
+   ``c_s`` from :func:`~daskmeta.stats.effect_size.variance_constant`. Only the effect is read;
    the variance is recomputed in float64.
 2. **The relocation null depends only on each study's distribution of values**: every null
    voxel is an independent draw of one value per study, whatever the voxel it came from.
@@ -16,7 +16,7 @@ computes the same null distribution with less work, from two facts of the algebr
    voxel order. A uniform source voxel ``u`` reads entry ``max(u - n_zero + 1, 0)``: the
    same distribution as reading voxel ``u`` of the map, from a table about 4x smaller.
 
-The kernel (:mod:`daskmeta.stats._null_kernel`, Numba) fuses drawing, gathering, DL pooling
+The kernel (:mod:`daskmeta.stats._null_jit`, Numba) fuses drawing, gathering, DL pooling
 (float64, the reference's arithmetic) and the summaries chunk by chunk, with no ``(k, V)``
 temporary. Random streams are counter-based SplitMix64, keyed per randomization by
 ``seed_sequence.generate_state(1, numpy.uint64)``: the same seeds give bit-identical results
@@ -45,7 +45,7 @@ from typing import Any, Literal, NamedTuple, get_args
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from daskmeta.effect_size import degrees_of_freedom, sampling_term, variance_constant
+from daskmeta.stats.effect_size import degrees_of_freedom, sampling_term, variance_constant
 from daskmeta.stats.null import N_HIST, NullSummary, histogram
 from daskmeta.stats.random_effects import _pooled_z
 
@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 #: Engines of the mean's randomization null: permutations of seeded arrangements (default,
-#: :mod:`daskmeta.stats.permutation_null`), independent draws with the fused kernel, or
+#: :mod:`daskmeta.stats.permutation`), independent draws with the fused kernel, or
 #: independent draws with the NumPy reference.
 Engine = Literal["permutation", "numba", "numpy"]
 #: The default engine.
@@ -270,7 +270,7 @@ def randomization_keys(seed_sequences: Sequence[np.random.SeedSequence]) -> NDAr
     if not all(isinstance(s, np.random.SeedSequence) for s in seeds):
         raise TypeError(
             "'seed_sequences' must be a sequence of numpy.random.SeedSequence, one per "
-            "randomization (see daskmeta.randomization.randomization_seeds)."
+            "randomization (see daskmeta.null.randomization.randomization_seeds)."
         )
     return np.array([s.generate_state(1, np.uint64)[0] for s in seeds], dtype=np.uint64)
 
@@ -279,7 +279,7 @@ def randomization_keys(seed_sequences: Sequence[np.random.SeedSequence]) -> NDAr
 def _load_kernel() -> ModuleType | None:
     """The compiled kernels, or None (with a warning, once) when Numba cannot be imported."""
     try:
-        from daskmeta.stats import _null_kernel
+        from daskmeta.stats import _null_jit as _null_kernel
     except ImportError as error:
         warnings.warn(
             f"numba is not available ({error}); the fast null runs its NumPy version (same "
@@ -318,7 +318,7 @@ def uniform_draws(key: np.uint64, counters: NDArray[np.uint64], n: int) -> NDArr
     """The kernels' draws in ``[0, n)`` for these 1-based counters of stream ``key`` (NumPy).
 
     SplitMix64 of ``key + counter * GAMMA``, mapped by ``floor(r * n / 2^64)`` (exact, from
-    two 32 x 32-bit products; ``n < 2^32``): :func:`daskmeta.stats._null_kernel.position`.
+    two 32 x 32-bit products; ``n < 2^32``): :func:`daskmeta.stats._null_jit.position`.
     """
     r = np.asarray(counters, dtype=np.uint64) * _GAMMA + np.uint64(key)
     r = (r ^ (r >> np.uint64(30))) * _MIX1

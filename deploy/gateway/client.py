@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from daskmeta.connect import hold_until_interrupted, run_command
+from daskmeta.app.launch import hold_until_interrupted, run_command
 
 IMAGE = "ghcr.io/daskmeta/daskmeta:0.1.0"
 

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from daskmeta.connect import hold_until_interrupted, run_command
+from daskmeta.app.launch import hold_until_interrupted, run_command
 
 IMAGE = "ghcr.io/daskmeta/daskmeta:0.1.0"
 THREAD_ENV = "export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1"

@@ -1,0 +1,188 @@
+"""The ``daskmeta`` command line."""
+
+from __future__ import annotations
+
+import functools
+import signal
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from daskmeta.errors import DaskmetaError, DaskmetaWarning
+
+app = typer.Typer(
+    name="daskmeta",
+    help="Seed-based d mapping (SDM) meta-analysis on Dask.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SchedulerOption = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional here
+    typer.Option(
+        "--scheduler",
+        envvar="DASK_SCHEDULER_ADDRESS",
+        help="Dask scheduler address (tcp://HOST:PORT), or 'synchronous'/'threads'; "
+        "default: a LocalCluster sized to this machine.",
+    ),
+]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"daskmeta: error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def handles_errors(function):
+    """Turn daskmeta's input, config and store errors into a message and exit code 2."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, DaskmetaWarning):
+                typer.secho(f"daskmeta: warning: {message}", fg=typer.colors.YELLOW, err=True)
+            else:
+                sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+        warnings.showwarning = show
+        previous = signal.signal(signal.SIGTERM, _terminate)
+        try:
+            return function(*args, **kwargs)
+        except KeyboardInterrupt:
+            typer.secho("daskmeta: interrupted; what was completely written stays in the store, "
+                        "rerun the same command to resume", fg=typer.colors.YELLOW, err=True)
+            raise typer.Exit(130) from None
+        except (DaskmetaError, FileNotFoundError) as exc:
+            _fail(str(exc))
+        except ValueError as exc:
+            _fail(str(exc))
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return wrapper
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM ends a run like Ctrl-C: partial groups are removed, complete ones stay."""
+    raise KeyboardInterrupt
+
+
+@app.command()
+@handles_errors
+def preprocess(
+    studies: Annotated[Path, typer.Argument(help="SDM folder, studies.tsv, NiMARE JSON or Sleuth file")],
+    store: Annotated[str, typer.Option(help="Zarr store to write (STORE/studies): a path or fsspec URL")],
+    fwhm: Annotated[float, typer.Option(help="Kernel FWHM in mm")] = 20.0,
+    anisotropy: Annotated[float, typer.Option(help="0 = isotropic, 1 = fully anisotropic")] = 1.0,
+    mask: Annotated[str, typer.Option(help="gray_matter, white_matter or brain")] = "gray_matter",
+    scheduler: SchedulerOption = None,
+) -> None:
+    """Recreate every study's effect-size maps and write them to STORE/studies."""
+    from daskmeta.app.workflow import preprocess_to_store
+    from daskmeta.io import load_studies
+
+    study_set = load_studies(studies)
+    typer.echo(f"daskmeta: {study_set!r}", err=True)
+    preprocess_to_store(
+        study_set, store, {"fwhm": fwhm, "anisotropy": anisotropy, "mask": mask},
+        scheduler=scheduler, force=True,
+    )
+    typer.echo(f"daskmeta: study maps written to {store}/studies")
+
+
+@app.command()
+@handles_errors
+def info(store: Annotated[str, typer.Argument(help="A daskmeta Zarr store (path or fsspec URL)")]) -> None:
+    """Describe what a store holds."""
+    from daskmeta.io.store import list_groups, read_group
+
+    studies = read_group(store, "studies")
+    typer.echo(f"{store}: {studies.sizes['study']} studies x {studies.sizes['voxel']} voxels "
+               f"(mask {studies.attrs.get('mask')}, fwhm {studies.attrs.get('fwhm')} mm, "
+               f"anisotropy {studies.attrs.get('anisotropy')})")
+    for name in list_groups(store, "analyses"):
+        attrs = read_group(store, f"analyses/{name}").attrs
+        typer.echo(f"  analysis {name}: {attrs.get('type', '?')}, {attrs.get('n_studies', '?')} "
+                   f"studies, {attrs.get('permutations', '?')} randomizations")
+
+
+@app.command()
+@handles_errors
+def export(
+    store: Annotated[str, typer.Argument(help="A daskmeta Zarr store (path or fsspec URL)")],
+    group: Annotated[str, typer.Argument(help="'studies' or an analysis name")],
+    out: Annotated[Path, typer.Option(help="Output folder for NIfTI files")] = Path("results"),
+) -> None:
+    """Export a store group's maps to NIfTI."""
+    from daskmeta.io.nifti import to_nifti
+    from daskmeta.io.store import read_group
+
+    path = group if group == "studies" else f"analyses/{group}"
+    ds = read_group(store, path)
+    for name, var in ds.data_vars.items():
+        if "voxel" not in var.dims or var.ndim > 2:
+            continue
+        var.attrs["mask"] = ds.attrs["mask"]
+        written = to_nifti(var, out / group / f"{name}.nii.gz")
+        typer.echo(str(written))
+
+
+@app.command()
+@handles_errors
+def run(
+    config: Annotated[Path, typer.Argument(help="Analysis configuration (YAML)")],
+    scheduler: SchedulerOption = None,
+    only: Annotated[Optional[list[str]], typer.Option(help="Run only these analyses")] = None,  # noqa: UP045
+    permutations: Annotated[Optional[int], typer.Option(help="Override every analysis' randomizations")] = None,  # noqa: UP045,E501
+    force: Annotated[bool, typer.Option(help="Recompute even what is complete in the store")] = False,
+) -> None:
+    """Run a whole meta-analysis project: preprocess, every analysis, thresholds, exports."""
+    from daskmeta.app.workflow import run_config
+
+    outputs = run_config(config, scheduler=scheduler, force=force, only=only, permutations=permutations)
+    for name, output in outputs.items():
+        typer.echo(f"{name}: {output['out']}")
+
+
+@app.command()
+@handles_errors
+def demo(
+    scheduler: SchedulerOption = None,
+    permutations: Annotated[Optional[int], typer.Option(help="Override the randomizations")] = None,  # noqa: UP045
+    force: Annotated[bool, typer.Option(help="Recompute even what is complete in the store")] = False,
+) -> None:
+    """Run the bundled chronic-low-back-pain example (examples/clbp/analysis.yaml)."""
+    from daskmeta.app.workflow import run_config
+
+    config = Path("examples/clbp/analysis.yaml")
+    if not config.exists():
+        _fail(f"{config} not found: run `daskmeta demo` from the root of the daskmeta repository")
+    outputs = run_config(config, scheduler=scheduler, force=force, permutations=permutations)
+    for name, output in outputs.items():
+        typer.echo(f"{name}: {output['out']}")
+
+
+@app.command()
+@handles_errors
+def sweep(
+    config: Annotated[Path, typer.Argument(help="Sweep configuration (YAML with a 'sweep' section)")],
+    scheduler: SchedulerOption = None,
+    force: Annotated[bool, typer.Option(help="Recompute even the variants complete in the store")] = False,
+) -> None:
+    """Run a sensitivity sweep: every variant as one graph, then the cluster stability table."""
+    from daskmeta.app.workflow import run_sweep
+
+    output = run_sweep(config, scheduler=scheduler, force=force)
+    typer.echo(f"sweep: {output['out']}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # python -m daskmeta.app.cli
+    main()

@@ -1,0 +1,373 @@
+"""Orchestration of whole runs: preprocessing into the store, analyses, exports.
+
+Everything here composes the analysis functions with a cluster connection and the store;
+the statistics live in their own modules.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from daskmeta.analyses.recreate import recreate, studies_hash
+from daskmeta.app.dask_client import cluster_client, compute
+from daskmeta.io.store import group_attrs, is_complete, write_group
+from daskmeta.model.studyset import StudySet
+from daskmeta.stats.fast_null import DEFAULT_ENGINE
+
+PREPROCESS_DEFAULTS = {"mask": "gray_matter", "fwhm": 20.0, "anisotropy": 1.0, "beta": 1.0}
+
+
+def preprocess_params(params: dict[str, Any] | None) -> dict[str, Any]:
+    """Preprocessing parameters with defaults filled in and types normalised."""
+    merged = {**PREPROCESS_DEFAULTS, **(params or {})}
+    unknown = sorted(set(merged) - set(PREPROCESS_DEFAULTS) - {"voxel_chunk"})
+    if unknown:
+        raise ValueError(f"unknown preprocess parameter(s) {unknown}; known: {sorted(PREPROCESS_DEFAULTS)}")
+    return {
+        "mask": str(merged["mask"]), "fwhm": float(merged["fwhm"]),
+        "anisotropy": float(merged["anisotropy"]), "beta": float(merged["beta"]),
+    }
+
+
+def studies_up_to_date(store: str | os.PathLike, studies: StudySet, params: dict[str, Any]) -> bool:
+    """Whether ``store/studies`` is complete and was made from these studies and parameters."""
+    if not is_complete(store, "studies"):
+        return False
+    attrs = group_attrs(store, "studies") or {}
+    same_params = all(attrs.get(key) == value for key, value in params.items())
+    return same_params and attrs.get("studies_hash") == studies_hash(studies)
+
+
+def preprocess_to_store(
+    studies: StudySet,
+    store: str | os.PathLike,
+    params: dict[str, Any] | None = None,
+    scheduler: str | None = None,
+    client: Any = None,
+    force: bool = False,
+) -> bool:
+    """Recreate study maps and write them to ``store/studies``.
+
+    Returns False when an identical complete group was already there (nothing recomputed).
+    """
+    params = preprocess_params(params)
+    if not force and studies_up_to_date(store, studies, params):
+        print(f"daskmeta: {store}/studies is up to date", file=sys.stderr)
+        return False
+    maps = recreate(studies, **params)
+    label = (f"daskmeta: recreating {len(studies)} study maps "
+             f"({maps.attrs['n_voxels']} voxels, fwhm {params['fwhm']} mm, "
+             f"anisotropy {params['anisotropy']})")
+    if client is not None or scheduler in ("synchronous", "threads"):
+        write_group(maps, store, "studies", compute=lambda d: compute(d, client, label))
+        return True
+    with cluster_client(scheduler) as new_client:
+        write_group(maps, store, "studies", compute=lambda d: compute(d, new_client, label))
+    return True
+
+
+def _analysis_key(settings: dict[str, Any], maps_attrs: dict[str, Any],
+                  threshold_params: dict[str, Any] | None = None) -> str:
+    """What an analysis result depends on: its settings, the study maps it read, the
+    null's engine and the cluster-forming voxel p of its cluster-extent null."""
+    import hashlib
+    import json
+
+    material = {
+        "settings": {k: v for k, v in settings.items() if k != "threshold"},
+        "engine": settings.get("engine", DEFAULT_ENGINE),
+        "voxel_p": (threshold_params or {}).get("p"),
+        "studies_hash": maps_attrs.get("studies_hash"),
+        "preprocess": {k: maps_attrs.get(k) for k in ("fwhm", "anisotropy", "beta", "mask")},
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _computed(store: str | os.PathLike, group: str, key: str, build: Any, label: str,
+              client: Any, force: bool) -> Any:
+    """The in-memory result of ``store/group``: read when complete with ``key``, else built
+    (lazily, by ``build()``), written with a progress bar and read back."""
+    from daskmeta.io.store import read_group
+
+    attrs = group_attrs(store, group) or {}
+    if not force and is_complete(store, group) and attrs.get("analysis_key") == key:
+        print(f"daskmeta: {group}: complete in {store} (not recomputed)", file=sys.stderr)
+    else:
+        result = build()
+        result.attrs["analysis_key"] = key
+        write_group(result, store, group, compute=lambda d: compute(d, client, label))
+    return read_group(store, group).compute()
+
+
+def run_analysis(
+    name: str,
+    settings: dict[str, Any],
+    maps: Any,
+    store: str | os.PathLike,
+    out: os.PathLike,
+    threshold_params: dict[str, Any],
+    client: Any = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Compute (or resume) one mean analysis and its jackknife, write them, export everything."""
+    from pathlib import Path
+
+    from daskmeta.analyses.leave_one_out import jackknife
+    from daskmeta.analyses.means import DEFAULT_PERMUTATIONS, mean
+    from daskmeta.inference.replication import replication, replication_counts
+    from daskmeta.report.export import cluster_table, write_analysis, write_jackknife
+    from daskmeta.report.publication_bias import publication_bias
+
+    key = _analysis_key(settings, dict(maps.attrs), threshold_params)
+    permutations = int(settings.get("permutations", DEFAULT_PERMUTATIONS))
+    common = {"where": settings.get("where"), "studies": settings.get("studies"),
+              "permutations": permutations, "seed": int(settings.get("seed", 0)),
+              "block_size": int(settings.get("block_size", 10))}
+    result = _computed(
+        store, f"analyses/{name}", key,
+        lambda: mean(maps, name=name, voxel_p=float(threshold_params["p"]),
+                     engine=settings.get("engine", DEFAULT_ENGINE), **common),
+        f"daskmeta: {name}: random-effects mean, {permutations} randomizations", client, force)
+    found, table = cluster_table(result, threshold_params)
+    out_dir = Path(out) / name
+    if settings.get("jackknife"):
+        runs = _computed(
+            store, f"analyses/{name}/jackknife", key,
+            lambda: jackknife(maps, name=f"{name}/jackknife",
+                              engine=settings.get("engine", DEFAULT_ENGINE), **common),
+            f"daskmeta: {name}: leave-one-out jackknife of {result.attrs['n_studies']} studies",
+            client, force)
+        detail = replication(found.labels, runs, threshold_params["p"], threshold_params["peak_z"],
+                             threshold_params["extent"])
+        counts = replication_counts(detail, runs.sizes["left_out"])
+        table["jackknife"] = table["cluster"].map(counts).fillna("")
+        write_jackknife(runs, detail, out_dir, maps=bool(settings.get("jackknife_maps")))
+    bias = publication_bias(maps, table, list(result.attrs["studies"]), out_dir, name)
+    if len(bias):
+        table = table.merge(bias[["cluster", "egger_p"]], on="cluster", how="left")
+    else:
+        table["egger_p"] = []
+    for regressor in settings.get("regressors", []):
+        run_linear_model(f"{name}/regression_{regressor}", {**settings, "regressor": regressor}, maps,
+                         store, out, threshold_params, client, force, key=key, mean_result=result,
+                         mean_labels=found.labels)
+    return write_analysis(result, found, table, out_dir, threshold_params)
+
+
+def run_linear_model(
+    name: str,
+    settings: dict[str, Any],
+    maps: Any,
+    store: str | os.PathLike,
+    out: os.PathLike,
+    threshold_params: dict[str, Any],
+    client: Any = None,
+    force: bool = False,
+    key: str | None = None,
+    mean_result: Any = None,
+    mean_labels: Any = None,
+) -> dict[str, Any]:
+    """Compute (or resume) a meta-regression or group comparison and export it.
+
+    ``name`` may be ``MEAN/regression_COLUMN`` for the regressions of a mean analysis: the
+    group is then ``analyses/MEAN/regression_COLUMN`` and the outputs go to
+    ``out/MEAN/regression_COLUMN/``.
+    """
+    from pathlib import Path
+
+    from daskmeta.analyses.linear_models import linear_model
+    from daskmeta.analyses.means import DEFAULT_PERMUTATIONS
+    from daskmeta.inference.thresholding import HETEROGENEITY_P
+    from daskmeta.report.export import write_linear_model
+
+    key = key or _analysis_key(settings, dict(maps.attrs), threshold_params)
+    permutations = int(settings.get("permutations", DEFAULT_PERMUTATIONS))
+    regressor = settings.get("regressor")
+    groups = tuple(settings["groups"]) if settings.get("groups") else None
+    result = _computed(
+        store, f"analyses/{name}", key,
+        lambda: linear_model(
+            maps, regressor=regressor, groups=groups, where=settings.get("where"),
+            studies=settings.get("studies"), permutations=permutations,
+            seed=int(settings.get("seed", 0)), name=name,
+            block_size=int(settings.get("block_size", 10)), check_p=float(threshold_params["p"]),
+            engine=settings.get("engine", DEFAULT_ENGINE)),
+        f"daskmeta: {name}: {'meta-regression on ' + regressor if regressor else 'comparison'}, "
+        f"{permutations} randomizations", client, force)
+    heterogeneous = None
+    if mean_result is not None:
+        heterogeneous = mean_result["p_q"].values < HETEROGENEITY_P
+    output = write_linear_model(result, maps, threshold_params, Path(out) / name, mean_labels, heterogeneous)
+    if result.attrs.get("dropped"):
+        print(f"daskmeta: {name}: studies without {regressor} dropped: {result.attrs['dropped']}",
+              file=sys.stderr)
+    return output
+
+
+def run_multimodal(
+    name: str, settings: dict[str, Any], store: str | os.PathLike, out: os.PathLike,
+    threshold_params: dict[str, Any],
+) -> dict[str, Any]:
+    """The multimodal overlap of two mean analyses already in the store, written and exported."""
+    from pathlib import Path
+
+    from daskmeta.analyses.overlap import multimodal
+    from daskmeta.inference.multimodal_clusters import overlap_tables
+    from daskmeta.io.nifti import to_nifti
+    from daskmeta.io.store import read_group
+    from daskmeta.report.export import write_table
+
+    first, second = (read_group(store, f"analyses/{other}") for other in settings["of"])
+    write_group(multimodal(first, second, name=name), store, f"analyses/{name}")
+    result = read_group(store, f"analyses/{name}").compute()
+    same, opposite = overlap_tables(result, p=threshold_params["p"], peak_z=threshold_params["peak_z"],
+                                    extent=threshold_params["extent"])
+    out_dir = Path(out) / name
+    for variable in ("z", "p", "z_opposite", "p_opposite"):
+        to_nifti(result[variable].values, out_dir / f"{variable}.nii.gz", mask=result.attrs["mask"])
+    write_table(same.table, out_dir / "clusters.tsv")
+    write_table(opposite.table, out_dir / "clusters_opposite.tsv")
+    return {"clusters": same.table, "opposite": opposite.table, "labels": same.labels, "out": out_dir}
+
+
+def validate_selections(studies: StudySet, analyses: dict[str, dict[str, Any]]) -> None:
+    """Check what every analysis selects before any heavy work starts."""
+    import pandas as pd
+
+    from daskmeta.errors import ConfigError
+
+    def selected(name: str, where: str | None, names: list[str] | None, minimum: int) -> StudySet:
+        try:
+            chosen = studies.select(where, names)
+        except ValueError as exc:
+            raise ConfigError(f"analysis '{name}': {exc}") from exc
+        if len(chosen) < minimum:
+            raise ConfigError(f"analysis '{name}' selects {len(chosen)} studies (where: {where!r}); "
+                              f"it needs at least {minimum}")
+        return chosen
+
+    for name, settings in analyses.items():
+        kind = settings.get("type", "mean")
+        if kind == "multimodal":
+            continue
+        minimum = 3 if settings.get("jackknife") or settings.get("regressors") else 2
+        chosen = selected(name, settings.get("where"), settings.get("studies"), minimum)
+        for group in settings.get("groups", []):
+            query = f"({settings['where']}) and ({group})" if settings.get("where") else group
+            selected(f"{name}' group '{group}", query, settings.get("studies"), 2)
+        for column in settings.get("regressors", []):
+            if column not in chosen.studies:
+                raise ConfigError(f"analysis '{name}': regressor '{column}' is not a study column "
+                                  f"({', '.join(map(str, chosen.studies.columns))})")
+            if not pd.api.types.is_numeric_dtype(chosen.studies[column]):
+                raise ConfigError(f"analysis '{name}': regressor '{column}' is not numeric")
+            if chosen.studies[column].notna().sum() < 3:
+                raise ConfigError(f"analysis '{name}': fewer than 3 studies have '{column}'")
+
+
+def run_config(
+    config_path: str | os.PathLike,
+    scheduler: str | None = None,
+    force: bool = False,
+    only: list[str] | None = None,
+    permutations: int | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run a whole meta-analysis project from its configuration file.
+
+    Preprocesses (or reuses) the study maps, then computes (or resumes) each analysis and
+    exports its maps, cluster table and report under ``out/<analysis>/``.
+    """
+    from daskmeta.app.config import load_config
+    from daskmeta.io import load_studies
+    from daskmeta.io.store import read_group
+
+    config = load_config(config_path)
+    studies = load_studies(config.studies)
+    print(f"daskmeta: {studies!r}", file=sys.stderr)
+    analyses = {name: dict(settings) for name, settings in config.analyses.items()
+                if not only or name in only}
+    if permutations is not None:
+        for settings in analyses.values():
+            settings["permutations"] = permutations
+    validate_selections(studies, analyses)
+    outputs = {}
+    with cluster_client(scheduler) as client:
+        preprocess_to_store(studies, config.store, config.preprocess, client=client,
+                            scheduler=scheduler, force=force)
+        maps = read_group(config.store, "studies")
+        order = sorted(analyses, key=lambda n: analyses[n].get("type", "mean") == "multimodal")
+        for name in order:
+            settings = analyses[name]
+            threshold_params = settings.get("threshold", config.threshold)
+            kind = settings.get("type", "mean")
+            if kind == "mean":
+                outputs[name] = run_analysis(name, settings, maps, config.store, config.out,
+                                             threshold_params, client=client, force=force)
+            elif kind == "compare":
+                outputs[name] = run_linear_model(name, settings, maps, config.store, config.out,
+                                                 threshold_params, client=client, force=force)
+            else:
+                outputs[name] = run_multimodal(name, settings, config.store, config.out,
+                                               threshold_params)
+            n = len(outputs[name]["clusters"].drop_duplicates("cluster"))
+            print(f"daskmeta: {name}: {n} cluster(s) in {outputs[name]['out']}", file=sys.stderr)
+    return outputs
+
+
+def run_sweep(
+    config_path: str | os.PathLike, scheduler: str | None = None, force: bool = False
+) -> dict[str, Any]:
+    """Run a sensitivity sweep from its configuration: variants to the store, stability tables.
+
+    Writes ``STORE/sweeps/NAME`` (resuming an interrupted sweep with the variants still
+    missing) and, under ``out/sweeps/NAME/``, ``variants.tsv``, ``stability.tsv`` (each
+    reference cluster: in how many variants it survives), ``stability_detail.tsv``,
+    ``stability.png`` and ``significant_fraction.nii.gz`` (per voxel, the share of variants
+    in which it lies in a significant cluster).
+    """
+    from pathlib import Path
+
+    from daskmeta.analyses.recreate import studies_hash
+    from daskmeta.analyses.sweep import plan, sweep_key, sweep_maps
+    from daskmeta.app.config import load_config
+    from daskmeta.errors import ConfigError
+    from daskmeta.inference.replication import significant_fraction, stability, variant_labels
+    from daskmeta.io import load_studies
+    from daskmeta.io.nifti import to_nifti
+    from daskmeta.io.store import read_group
+    from daskmeta.report.export import write_table
+    from daskmeta.report.plots import stability_plot
+
+    config = load_config(config_path)
+    if not config.sweep:
+        raise ConfigError(f"{config.path}: no 'sweep' section (use `daskmeta run` for analyses)")
+    studies = load_studies(config.studies)
+    print(f"daskmeta: {studies!r}", file=sys.stderr)
+    preprocess = preprocess_params(config.preprocess)
+    sweep = config.sweep
+    try:
+        variants = plan(studies, sweep, preprocess, config.threshold)
+    except ValueError as exc:
+        raise ConfigError(f"{config.path}: {exc}") from exc
+    name, group = sweep["name"], f"sweeps/{sweep['name']}"
+    key = sweep_key(variants, sweep, preprocess, studies_hash(studies))
+    print(f"daskmeta: sweep {name}: {len(variants)} variants = {variants['kernel_key'].nunique()} "
+          f"kernel(s), {variants['analysis_key'].nunique()} pooled analyses", file=sys.stderr)
+    from daskmeta.analyses.sweep import run_sweep_to_store
+
+    with cluster_client(scheduler) as client:
+        maps = sweep_maps(studies, variants, sweep, preprocess, name)
+        run_sweep_to_store(maps, config.store, group, key, client=client, force=force)
+    result = read_group(config.store, group).compute()
+    labels = variant_labels(result)  # every variant thresholded once, for both summaries
+    summary, detail, _ = stability(result, labels)
+    out_dir = Path(config.out) / "sweeps" / name
+    write_table(variants.drop(columns=["kernel_key", "analysis_key"]), out_dir / "variants.tsv")
+    write_table(summary, out_dir / "stability.tsv")
+    write_table(detail, out_dir / "stability_detail.tsv")
+    stability_plot(summary, detail, out_dir / "stability.png", title=f"sweep {name}")
+    to_nifti(significant_fraction(result, labels), out_dir / "significant_fraction.nii.gz",
+             mask=result.attrs["mask"])
+    return {"variants": variants, "stability": summary, "detail": detail, "out": out_dir}

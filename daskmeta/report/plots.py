@@ -1,0 +1,329 @@
+"""Peak figures: funnel plots (spec section 9) and meta-regression scatter plots (section 8).
+
+Reports at the edge of the package: arrays in, PNG files out. Matplotlib is imported inside
+the functions, so ``import daskmeta.report.plots`` (and ``import daskmeta``) stays light. Figures are
+built as bare :class:`matplotlib.figure.Figure` objects on an Agg canvas, never through
+``pyplot``: nothing changes the global backend of a user's session, no figure is registered
+with pyplot's manager (so there is nothing to close and nothing leaks in long runs), and the
+functions are safe to call from worker threads.
+
+``funnel_figure``/``scatter_figure`` build and return the figure (for notebooks and tests);
+``funnel_plot``/``scatter_plot`` also write it as a PNG at :data:`DPI`, atomically (a temporary
+file in the same folder, then :func:`os.replace`), and return the path.
+
+References
+----------
+Light RJ, Pillemer DB (1984). Summing Up: The Science of Reviewing Research. Harvard
+University Press (the funnel plot).
+Sterne JAC, Egger M (2001). Funnel plots for detecting bias in meta-analysis: guidelines on
+choice of axis. J Clin Epidemiol 54:1046-1055 (standard error on an inverted vertical axis,
+pseudo-confidence limits ``pooled +- 1.96 se``).
+Egger M, Davey Smith G, Schneider M, Minder C (1997). Bias in meta-analysis detected by a
+simple, graphical test. BMJ 315:629-634.
+Thompson SG, Higgins JPT (2002). How should meta-regression analyses be undertaken and
+interpreted? Stat Med 21:1559-1573 (bubble plots, marker area proportional to weight).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+__all__ = ["DPI", "funnel_figure", "funnel_plot", "scatter_figure", "scatter_plot", "stability_figure",
+           "stability_plot"]
+
+#: Resolution of the saved PNGs, dots per inch.
+DPI = 150
+#: Two-sided 95% normal quantile of the pseudo-confidence funnel.
+Z_95 = 1.959963984540054
+#: Marker area (points^2) of the study with the largest weight in :func:`scatter_figure`.
+MAX_MARKER_AREA = 300.0
+EFFECT_LABEL = "Effect size (Hedges' g)"
+
+
+def _studies(
+    variance: ArrayLike, **arrays: ArrayLike
+) -> tuple[NDArray[np.float64], dict[str, NDArray[np.float64]]]:
+    """Check 1-D, equal-length, finite arrays and positive variances; return float64 copies."""
+    v = np.asarray(variance, dtype=np.float64)
+    if v.ndim != 1 or v.size == 0:
+        raise ValueError(f"'variance' must be 1-D with one value per study; got shape {v.shape}.")
+    out = {}
+    for name, values in arrays.items():
+        a = np.asarray(values, dtype=np.float64)
+        if a.shape != v.shape:
+            raise ValueError(
+                f"'{name}' must have one value per study like 'variance' {v.shape}; got shape "
+                f"{a.shape}."
+            )
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"'{name}' must be finite; drop the studies without a value first.")
+        out[name] = a
+    if not (np.all(np.isfinite(v)) and np.all(v > 0)):
+        raise ValueError("'variance' must be finite and strictly positive for every study.")
+    return v, out
+
+
+def _new_figure() -> Figure:
+    """A pyplot-free figure on an Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    """Write ``fig`` as PNG to ``path`` atomically: temporary file, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=DPI)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def funnel_figure(
+    effect: ArrayLike,
+    variance: ArrayLike,
+    pooled_effect: float,
+    title: str = "",
+    labels: Sequence[str] | None = None,
+) -> Figure:
+    """Funnel plot of the studies at one peak: effect on x, standard error on an inverted y.
+
+    Parameters
+    ----------
+    effect : array_like, shape (k,)
+        Study effect sizes at the peak (Hedges g).
+    variance : array_like, shape (k,)
+        Their sampling variances, strictly positive.
+    pooled_effect : float
+        The pooled (random-effects) mean, drawn as a vertical line with its 95%
+        pseudo-confidence funnel ``pooled_effect +- 1.96 se``.
+    title : str, default ''
+        Axes title, e.g. the peak's coordinates and Egger's p.
+    labels : sequence of str, optional
+        One label per study, written next to its point.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, one axes with the y axis inverted (precise studies at the top).
+
+    Raises
+    ------
+    ValueError
+        If the arrays are not 1-D of one length, not finite, a variance is not positive,
+        ``pooled_effect`` is not finite or ``labels`` has the wrong length.
+
+    References
+    ----------
+    Sterne & Egger (2001); spec section 9.
+    """
+    v, arrays = _studies(variance, effect=effect)
+    effect = arrays["effect"]
+    if not np.isfinite(pooled_effect):
+        raise ValueError(f"'pooled_effect' must be finite; {pooled_effect!r} was provided.")
+    if labels is not None and len(labels) != effect.size:
+        raise ValueError(
+            f"'labels' must have one entry per study ({effect.size}); got {len(labels)}."
+        )
+    se = np.sqrt(v)
+    se_top = 1.1 * float(se.max())
+    se_grid = np.linspace(0.0, se_top, 50)
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    ax.plot(pooled_effect - Z_95 * se_grid, se_grid, color="0.4", linestyle="--", linewidth=1,
+            label="95% pseudo-confidence limits")
+    ax.plot(pooled_effect + Z_95 * se_grid, se_grid, color="0.4", linestyle="--", linewidth=1)
+    ax.axvline(pooled_effect, color="tab:red", linewidth=1.2, label=f"Pooled effect {pooled_effect:.3g}")
+    ax.scatter(effect, se, s=28, color="tab:blue", edgecolor="black", linewidth=0.5, zorder=3,
+               label="Studies")
+    if labels is not None:
+        for label, x, y in zip(labels, effect, se, strict=True):
+            ax.annotate(str(label), (x, y), xytext=(4, 2), textcoords="offset points", fontsize=7)
+    ax.set_ylim(0.0, se_top)
+    ax.invert_yaxis()
+    ax.set_xlabel(EFFECT_LABEL)
+    ax.set_ylabel("Standard error")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+def funnel_plot(
+    effect: ArrayLike,
+    variance: ArrayLike,
+    pooled_effect: float,
+    path: str | os.PathLike[str],
+    title: str = "",
+    labels: Sequence[str] | None = None,
+) -> Path:
+    """Write the funnel plot of :func:`funnel_figure` as a PNG, atomically.
+
+    Parameters
+    ----------
+    effect, variance, pooled_effect, title, labels
+        As in :func:`funnel_figure`.
+    path : str or os.PathLike
+        Destination PNG; its folder is created if missing, an existing file replaced.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    References
+    ----------
+    Sterne & Egger (2001); Egger et al. (1997); spec section 9.
+    """
+    return _save(funnel_figure(effect, variance, pooled_effect, title=title, labels=labels), path)
+
+
+def scatter_figure(
+    covariate: ArrayLike,
+    effect: ArrayLike,
+    variance: ArrayLike,
+    intercept: float,
+    slope: float,
+    xlabel: str,
+    title: str = "",
+) -> Figure:
+    """Meta-regression bubble plot: study effect against the covariate, with the fitted line.
+
+    Parameters
+    ----------
+    covariate : array_like, shape (k,)
+        The covariate in its original units (not rescaled).
+    effect : array_like, shape (k,)
+        Study effect sizes at the peak.
+    variance : array_like, shape (k,)
+        Their sampling variances; marker area is proportional to the weight ``1/variance``.
+    intercept, slope : float
+        The fitted line ``intercept + slope * covariate`` in the covariate's original units;
+        for a model fitted on the rescaled regressor convert ``beta_0, beta_1`` with
+        :func:`daskmeta.stats.regression.original_units`.
+    xlabel : str
+        Name (and unit) of the covariate.
+    title : str, default ''
+        Axes title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, one axes.
+
+    Raises
+    ------
+    ValueError
+        If the arrays are not 1-D of one length, not finite, a variance is not positive, or
+        the line is not finite.
+
+    References
+    ----------
+    Thompson & Higgins (2002); spec section 8.
+    """
+    v, arrays = _studies(variance, covariate=covariate, effect=effect)
+    covariate, effect = arrays["covariate"], arrays["effect"]
+    if not (np.isfinite(intercept) and np.isfinite(slope)):
+        raise ValueError(f"'intercept' and 'slope' must be finite; got {intercept!r}, {slope!r}.")
+    weight = 1.0 / v
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    ax.axhline(0.0, color="0.7", linewidth=0.8)
+    ax.scatter(covariate, effect, s=MAX_MARKER_AREA * weight / weight.max(), color="tab:blue",
+               alpha=0.6, edgecolor="black", linewidth=0.5, zorder=3,
+               label="Studies (area \u221d 1/variance)")
+    line_x = np.array([covariate.min(), covariate.max()])
+    ax.plot(line_x, intercept + slope * line_x, color="tab:red", linewidth=1.5,
+            label=f"Meta-regression: {intercept:.3g} + {slope:.3g} x")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(EFFECT_LABEL)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def scatter_plot(
+    covariate: ArrayLike,
+    effect: ArrayLike,
+    variance: ArrayLike,
+    intercept: float,
+    slope: float,
+    path: str | os.PathLike[str],
+    xlabel: str,
+    title: str = "",
+) -> Path:
+    """Write the meta-regression bubble plot of :func:`scatter_figure` as a PNG, atomically.
+
+    Parameters
+    ----------
+    covariate, effect, variance, intercept, slope, xlabel, title
+        As in :func:`scatter_figure`.
+    path : str or os.PathLike
+        Destination PNG; its folder is created if missing, an existing file replaced.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    References
+    ----------
+    Thompson & Higgins (2002); spec section 8.
+    """
+    fig = scatter_figure(covariate, effect, variance, intercept, slope, xlabel, title=title)
+    return _save(fig, path)
+
+
+def stability_plot(summary: pd.DataFrame, detail: pd.DataFrame, path: str | os.PathLike,
+                   title: str = "") -> Path:
+    """Write :func:`stability_figure` as a PNG."""
+    return _save(stability_figure(summary, detail, title), path)
+
+
+def stability_figure(summary: pd.DataFrame, detail: pd.DataFrame, title: str = "") -> Figure:
+    """Cluster stability across the variants of a sweep: survival share and variant grid.
+
+    Left: the fraction of variants in which each reference cluster survives; right: which
+    variants (columns, dark = survives) keep which cluster (rows).
+    """
+    labels = [f"{int(r.cluster)} {r.direction[:3]} ({r.x:.0f}, {r.y:.0f}, {r.z:.0f})"
+              for r in summary.itertuples()]
+    height = max(2.5, 0.35 * len(labels) + 1.5)
+    figure = _new_figure()
+    figure.set_size_inches(11, height)
+    left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 2.5]})
+    positions = np.arange(len(labels))
+    left.barh(positions, summary["fraction"].to_numpy() if len(labels) else [], color="#4477aa")
+    left.set_yticks(positions, labels, fontsize=8)
+    left.set_xlim(0, 1)
+    left.set_xlabel("share of variants in which the cluster survives")
+    grid = detail.drop(columns=["cluster"]).to_numpy(dtype=float) if len(labels) else np.zeros((0, 1))
+    right.imshow(grid, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+    right.set_yticks(positions, [""] * len(labels))
+    right.set_xlabel("variant")
+    for axis in (left, right):  # the same rows on both panels, first cluster on top
+        axis.set_ylim(len(labels) - 0.5, -0.5)
+    if title:
+        figure.suptitle(title)
+    return figure
