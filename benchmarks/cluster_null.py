@@ -35,10 +35,12 @@ from daskmeta.analyses.recreate import peak_effects, recreate
 from daskmeta.io import load_studies
 from daskmeta.model.grid import load_mask
 from daskmeta.null.cluster_extent import cluster_null_block, largest_clusters, paster, relocated_peaks
-from daskmeta.null.randomization import _cluster_block, randomization_seeds
-from daskmeta.stats.fast_null import fast_randomization_block, pooled_z, study_tables, variance_model
+from daskmeta.null.randomization import _cluster_block
+from daskmeta.null.seeds import arrangement_seed, randomization_seeds
 from daskmeta.stats.labelling import largest_cluster
+from daskmeta.stats.permutation import permutation_block, shuffled_stack
 from daskmeta.stats.pvalues import z_threshold_for_p
+from daskmeta.stats.sdm_model import pooled_z, variance_model
 
 MASK = "gray_matter"
 FWHM = 20.0
@@ -58,8 +60,9 @@ def voxel_thresholds(studies, n1: np.ndarray, n2: np.ndarray) -> tuple[float, fl
     """The voxel null's ``p < 0.005`` z thresholds of the recreated maps (as ``mean`` uses)."""
     with dask.config.set(scheduler="threads"):
         maps = recreate(studies).compute()
-    tables = study_tables(maps.effect.values, maps.variance.values, *variance_model(n1, n2))
-    hist = fast_randomization_block(tables, randomization_seeds(1, "b", 0, 5)).hist
+    stack = shuffled_stack(maps.effect.values, arrangement_seed(1, "b"), maps.variance.values,
+                           *variance_model(n1, n2))
+    hist = permutation_block(stack, randomization_seeds(1, "b", 0, 5)).hist
     return z_threshold_for_p(hist, float(np.nextafter(0.005, 0.0)))
 
 

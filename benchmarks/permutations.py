@@ -12,9 +12,8 @@ Prints, for the studies of the reference example (24 CLBP studies, grey-matter m
    read) and the float64 effect + variance stacks (``k x V x 16`` bytes, what the
    straightforward NumPy version gathers from); also the time to stream the float32 stack
    when it is already in the cache.
-2. **One randomization on one core**, each engine: the NumPy reference
-   (:func:`daskmeta.stats.null.randomization_block`), the fused draw kernel
-   (:func:`daskmeta.stats.fast_null.fast_randomization_block`) and the permutation kernel
+2. **One randomization on one core**, each engine: the ``reference`` engine
+   (:func:`daskmeta.stats.null.randomization_block`) and the ``permutation`` kernel
    (:func:`daskmeta.stats.permutation.permutation_block`, the default), each in ms, as
    a ratio to the bounds, and per study-voxel in ns (``t_sv``); the same for 200 studies
    (the 24 studies' maps repeated with their voxels shuffled); and the jackknife and
@@ -51,8 +50,7 @@ from daskmeta.analyses.means import mean
 from daskmeta.analyses.recreate import recreate
 from daskmeta.io import load_studies
 from daskmeta.null.cluster_extent import cluster_null_block
-from daskmeta.null.randomization import arrangement_seed, randomization_seeds
-from daskmeta.stats.fast_null import fast_randomization_block, study_tables, variance_model
+from daskmeta.null.seeds import arrangement_seed, randomization_seeds
 from daskmeta.stats.jackknife import jackknife_null_block
 from daskmeta.stats.null import randomization_block
 from daskmeta.stats.permutation import (
@@ -63,6 +61,7 @@ from daskmeta.stats.permutation import (
 )
 from daskmeta.stats.pvalues import z_threshold_for_p
 from daskmeta.stats.regression import regression_null_block
+from daskmeta.stats.sdm_model import variance_model
 
 
 def best_of(function, repeats: int = 5) -> float:
@@ -109,8 +108,6 @@ def _warm_worker() -> float:
     """Load the compiled kernels in a worker (numba's cache) before anything is timed."""
     rng = np.random.default_rng(0)
     effect = np.where(rng.random((3, 500)) < 0.5, 0, rng.normal(size=(3, 500))).astype(np.float32)
-    tables = study_tables(effect, None, np.full(3, 0.1), np.full(3, 0.01))
-    fast_randomization_block(tables, randomization_seeds(0, "warm", 0, 1))
     stack = shuffled_stack(effect, np.random.SeedSequence(0), None, np.full(3, 0.1), np.full(3, 0.01))
     permutation_block(stack, randomization_seeds(0, "warm", 0, 1))
     return _rss_mb()
@@ -150,22 +147,18 @@ def single_core(effect32, variance32, n1, n2, repeats: int) -> dict[str, float]:
     seeds = randomization_seeds(1, "bench", 0, 3)
     reference = best_of(lambda: randomization_block(effect64, variance64, seeds, 3), repeats) / 3
     model = variance_model(n1, n2)
-    tables = study_tables(effect32, variance32, *model)
     fast_seeds = randomization_seeds(1, "bench", 0, 10)
-    fast_randomization_block(tables, fast_seeds[:1])  # compile, or load numba's cache
-    draws = best_of(lambda: fast_randomization_block(tables, fast_seeds), repeats) / 10
     stack = shuffled_stack(effect32, arrangement_seed(1, "bench"), variance32, *model)
-    permutation_block(stack, fast_seeds[:1])
+    permutation_block(stack, fast_seeds[:1])  # compile, or load numba's cache
     permutation = best_of(lambda: permutation_block(stack, fast_seeds), repeats) / 10
-    for label, cost in (("NumPy reference (draws)  ", reference), ("draw kernel (numba)      ", draws),
-                        ("permutation kernel (default)", permutation)):
+    for label, cost in (("reference engine (NumPy draws)", reference),
+                        ("permutation kernel (default)  ", permutation)):
         print(f"one randomization, {label}, 1 core {cost * 1e3:7.2f} ms = "
               f"{cost / bound32:5.1f} x float32 bound, {cost / bound64:5.2f} x float64 bound, "
               f"{cost / (k * v) * 1e9:5.2f} ns per study-voxel")
-    print(f"speed-up over the reference: draw kernel {reference / draws:.0f}x, permutation kernel "
-          f"{reference / permutation:.0f}x")
+    print(f"speed-up of the permutation kernel over the reference: {reference / permutation:.0f}x")
     return {"bound32": bound32, "bound64": bound64, "reference": reference, "fast": permutation,
-            "draws": draws, "t_sv": permutation / (k * v), "tables": tables, "stack": stack}
+            "t_sv": permutation / (k * v), "stack": stack}
 
 
 def variants(single: dict, effect32, variance32) -> None:
@@ -189,8 +182,8 @@ def variants(single: dict, effect32, variance32) -> None:
 
 
 def many_studies(effect32, variance32, n1, n2, n_studies: int) -> tuple[float, float]:
-    """``t_sv`` of the permutation kernel (and the draw kernel) on ``n_studies`` studies (the
-    maps repeated, voxels shuffled)."""
+    """``t_sv`` of the permutation kernel on ``n_studies`` studies (the maps repeated, voxels
+    shuffled)."""
     rng = np.random.default_rng(0)
     k, v = effect32.shape
     rows = np.arange(n_studies) % k
@@ -198,16 +191,14 @@ def many_studies(effect32, variance32, n1, n2, n_studies: int) -> tuple[float, f
     effect = np.stack([effect32[r, o] for r, o in zip(rows, order, strict=True)])
     variance = np.stack([variance32[r, o] for r, o in zip(rows, order, strict=True)])
     model = variance_model(n1[rows], n2[rows])
-    tables = study_tables(effect, variance, *model)
     stack = shuffled_stack(effect, np.random.SeedSequence(1), variance, *model)
     seeds = randomization_seeds(1, "bench-k", 0, 2)
-    draws = best_of(lambda: fast_randomization_block(tables, seeds), 3) / 2
     cost = best_of(lambda: permutation_block(stack, seeds), 3) / 2
     bound = effect.nbytes / memory_bandwidth()
     t_sv = cost / (n_studies * v)
     print(f"{n_studies} studies ({effect.nbytes / 1e6:.0f} MB float32 stack): one randomization, "
           f"permutation kernel {cost * 1e3:.1f} ms = {cost / bound:.1f} x its float32 bound, "
-          f"{t_sv * 1e9:.2f} ns per study-voxel; draw kernel {draws * 1e3:.1f} ms")
+          f"{t_sv * 1e9:.2f} ns per study-voxel")
     return t_sv, stack.values.nbytes / 1e6
 
 

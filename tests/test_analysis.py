@@ -42,7 +42,7 @@ def test_pooled_maps_equal_the_dense_kernel(maps):
 
 def test_null_equals_the_dense_reference_relocation(maps):
     result = mean(maps, permutations=4, seed=9, name="ref", block_size=3,
-                  engine="numpy").compute(scheduler="sync")
+                  engine="reference").compute(scheduler="sync")
     from daskmeta.null.randomization import randomization_seeds
 
     effect, variance = maps.effect.values.astype(np.float64), maps.variance.values.astype(np.float64)

@@ -1,7 +1,7 @@
 """The fused cluster-extent null equals the reference path, bit for bit.
 
 References kept here: :meth:`daskmeta.stats.peak_kernel.KernelPaster.__call__` (flat indexing and two
-``bincount``), :func:`daskmeta.stats.fast_null.pooled_z` on the stacked maps,
+``bincount``), :func:`daskmeta.stats.sdm_model.pooled_z` on the stacked maps,
 :func:`daskmeta.stats.labelling.largest_cluster` (``scipy.ndimage.label``) and
 ``daskmeta.null.randomization._cluster_block``, on the real grey-matter mask.
 """
@@ -14,9 +14,9 @@ import pytest
 from daskmeta.model.grid import load_mask
 from daskmeta.null.cluster_extent import cluster_null_block, largest_clusters, paster, relocated_peaks
 from daskmeta.null.randomization import _cluster_block
-from daskmeta.stats.fast_null import pooled_z, variance_model
 from daskmeta.stats.labelling import largest_cluster
 from daskmeta.stats.peak_kernel import KernelPaster
+from daskmeta.stats.sdm_model import pooled_z, variance_model
 
 N1 = np.array([20.0, 35.0, 12.0, 50.0, 18.0, 25.0, 40.0])
 N2 = np.array([22.0, np.nan, 14.0, 45.0, np.nan, 25.0, 38.0])

@@ -82,3 +82,23 @@ def test_jackknife_graph_equals_explicit_analyses_without_each_study(make_studys
     assert len(detail) == n_clusters * 5
     counts = replication_counts(detail, 5)
     assert all(c.endswith("/5") for c in counts.values())
+
+
+def test_reference_engine_runs_the_reference_draws_and_says_so(make_studyset):
+    """engine='reference' pools the NumPy draws of the same seeds, and records that engine."""
+    from daskmeta.analyses.leave_one_out import jackknife
+    from daskmeta.analyses.recreate import recreate
+    from daskmeta.null.seeds import randomization_seeds
+
+    maps = recreate(make_studyset(n_studies=4, peaks_per_study=3, seed=5), anisotropy=0.0)
+    maps = maps.compute(scheduler="threads")
+    runs = jackknife(maps, permutations=3, seed=2, name="ref", block_size=2, engine="reference")
+    assert runs.attrs["null_engine"] == "reference"
+    hist = runs.null_hist.compute(scheduler="sync").values
+    effect = maps.effect.values.astype(np.float64)
+    variance = maps.variance.values.astype(np.float64)
+    expected = jackknife_null_block(effect, variance, randomization_seeds(2, "ref", 0, 3))
+    np.testing.assert_array_equal(hist, expected)
+    permuted = jackknife(maps, permutations=3, seed=2, name="ref", block_size=2)
+    assert permuted.attrs["null_engine"] == "permutation"
+    assert not np.array_equal(permuted.null_hist.compute(scheduler="sync").values, expected)

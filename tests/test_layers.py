@@ -52,7 +52,7 @@ def _imports(path: Path) -> list[tuple[int, str]]:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
             found.append((node.lineno, base))
-            # ``from daskmeta.stats import _null_jit`` imports a module too
+            # ``from daskmeta.stats import _pooling_jit`` imports a module too
             found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
     return found
 
@@ -164,3 +164,16 @@ def _imports_at(path: Path, package: Path) -> list[tuple[int, str]]:
 def test_kernels_import_no_dask_xarray_or_files(path):
     heavy = sorted({target for _, target in _imports(path) if target.split(".")[0] in NOT_IN_KERNELS})
     assert not heavy, f"{path.name} is a pure kernel module but imports {heavy}"
+
+
+def test_the_engine_branch_is_written_once():
+    # analyses hand their engine to daskmeta.null.engines.null_blocks; only the report reads
+    # the engine of a stored result (also of stores written before an engine was retired)
+    branching = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "engines.py" or path.parent.name == "report":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if "engine ==" in line or "engine !=" in line or "engine in (" in line:
+                branching.append(f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}")
+    assert not branching, "engine branches outside daskmeta/null/engines.py:\n" + "\n".join(branching)

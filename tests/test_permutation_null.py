@@ -18,11 +18,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
-from test_fast_null import N1, N2, _reference_null, sdm_like_maps
+from test_sdm_model import N1, N2, _reference_null, sdm_like_maps
 
-from daskmeta.null.randomization import arrangement_seed, randomization_seeds
+from daskmeta.null.seeds import arrangement_seed, randomization_seeds
 from daskmeta.stats import permutation as permutation_null
-from daskmeta.stats.fast_null import randomization_keys, variance_model
 from daskmeta.stats.null import N_HIST, combine, histogram, randomization_block
 from daskmeta.stats.permutation import (
     PAD,
@@ -33,6 +32,7 @@ from daskmeta.stats.permutation import (
     shuffled_stack,
 )
 from daskmeta.stats.random_effects import dersimonian_laird
+from daskmeta.stats.sdm_model import randomization_keys, variance_model
 
 
 def seeds(start, stop, seed=7, name="perm"):
@@ -83,7 +83,7 @@ def test_tiny_mask_wraps_the_repeated_head(rng):
 
 def test_bad_maps_are_refused(maps):
     effect, variance = maps
-    with pytest.raises(ValueError, match="engine='numpy'"):
+    with pytest.raises(ValueError, match="engine='reference'"):
         shuffled_stack(effect, np.random.SeedSequence(0), variance * 1.5, *variance_model(N1, N2))
     with pytest.raises(ValueError, match="NaN"):
         shuffled_stack(np.where(effect == effect.max(), np.nan, effect), np.random.SeedSequence(0),
@@ -360,6 +360,6 @@ def test_graphs_use_the_arrangement_of_their_seed_and_name(make_studyset):
     design = np.column_stack([np.ones(6), x01])
     np.testing.assert_array_equal(
         fit.null_hist.values, permutation_null.regression_permutation_block(stack, design, sequences))
-    numpy_fit = linear_model(maps, regressor="age", permutations=2, seed=5, name="g", engine="numpy")
-    assert numpy_fit.attrs["null_engine"] == "numpy"
+    numpy_fit = linear_model(maps, regressor="age", permutations=2, seed=5, name="g", engine="reference")
+    assert numpy_fit.attrs["null_engine"] == "reference"
     np.testing.assert_allclose(numpy_fit.z.values, fit.z.values)

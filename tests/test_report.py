@@ -194,7 +194,7 @@ def test_import_is_light():
 @pytest.mark.parametrize(("engine", "expected", "absent"), [
     ("permutation", "uniformly random permutation of the mask's voxels", "with replacement"),
     ("numba", "with replacement from the mask (drawn with a SplitMix64", "permutation"),
-    ("numpy", "with replacement from the mask (drawn with NumPy's PCG64", "permutation"),
+    ("reference", "with replacement from the mask (drawn with NumPy's PCG64", "permutation"),
 ])
 def test_methods_state_how_voxels_were_relocated(engine, expected, absent):
     result = make_result(np.random.default_rng(1), null_engine=engine)

@@ -4,30 +4,21 @@ All k leave-one-out analyses share one graph with a leading ``left_out`` dimensi
 observed runs come from :func:`daskmeta.stats.jackknife.leave_one_out` per voxel chunk,
 and one randomization null per run from blocks of relocations shared by all runs: with the
 default ``"permutation"`` engine, the permutations of :func:`daskmeta.mean` (same seeds, same
-relocations) pooled k times by a Numba kernel; with the others, NumPy draws.
+relocations) pooled k times by a Numba kernel; with ``"reference"``, NumPy draws.
 """
 
 from __future__ import annotations
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
 
 from daskmeta import __version__
 from daskmeta.analyses.means import POOLED, prepare_studies, sample_sizes, with_mask
-from daskmeta.null.randomization import (
-    DEFAULT_BLOCK,
-    arrangement,
-    block_bounds,
-    randomization_seeds,
-    tree_sum,
-    whole_stacks,
-)
-from daskmeta.stats.fast_null import DEFAULT_ENGINE, Engine, check_engine
-from daskmeta.stats.jackknife import jackknife_null_block, leave_one_out
+from daskmeta.null.engines import DEFAULT_ENGINE, Engine, check_engine, null_blocks
+from daskmeta.null.randomization import DEFAULT_BLOCK, tree_sum
+from daskmeta.stats.jackknife import leave_one_out
 from daskmeta.stats.null import N_HIST
-from daskmeta.stats.permutation import jackknife_permutation_block
 from daskmeta.stats.pvalues import p_from_histogram
 
 
@@ -35,14 +26,6 @@ def _runs(effect: np.ndarray, variance: np.ndarray) -> tuple[np.ndarray, ...]:
     # apply_ufunc puts the study core dimension last; outputs put left_out last too
     result = leave_one_out(effect, variance, axis=-1)
     return tuple(np.moveaxis(field, 0, -1) for field in result)
-
-
-def _null_block(effect, variance, seed, name, start, stop):
-    return jackknife_null_block(effect, variance, randomization_seeds(seed, name, start, stop))
-
-
-def _permutation_null_block(stack, seed, name, start, stop):
-    return jackknife_permutation_block(stack, randomization_seeds(seed, name, start, stop))
 
 
 def _p_rows(z: np.ndarray, hist: np.ndarray) -> np.ndarray:
@@ -69,12 +52,11 @@ def jackknife(
     name : str
         Seeds the null (randomization ``b`` draws from ``SeedSequence(seed,
         spawn_key=(crc32(name), b))``).
-    engine : {"permutation", "numba", "numpy"}
-        ``"permutation"`` (default): the relocations of :func:`daskmeta.mean`'s permutation
-        engine with the same ``seed`` and ``name``, pooled k times per randomization by the
-        kernel of :func:`~daskmeta.stats.permutation.jackknife_permutation_block` (needs
-        maps whose variance is the SDM model of their effect). ``"numba"`` and ``"numpy"``:
-        independent uniform draws (NumPy), for other maps.
+    engine : {"permutation", "reference"}
+        The null's engine (:mod:`daskmeta.null.engines`). With the same ``seed`` and
+        ``name`` as :func:`daskmeta.mean`, every randomization relocates the studies as the
+        mean's does; each is pooled k times (``"permutation"``: by the Numba kernel of
+        :func:`~daskmeta.stats.permutation.jackknife_permutation_block`).
 
     Returns
     -------
@@ -96,15 +78,8 @@ def jackknife(
     )
     runs = xr.Dataset(dict(zip(POOLED, outputs, strict=True))).transpose("left_out", "voxel")
     engine = check_engine(engine)
-    stack_e, stack_v = whole_stacks(selected.effect.data, selected.variance.data)
-    bounds = block_bounds(permutations, block_size)
-    if engine == "permutation":
-        stack = arrangement(stack_e, stack_v, sample_sizes(selected), seed, name)
-        blocks = [dask.delayed(_permutation_null_block, pure=True)(stack, seed, name, start, stop)
-                  for start, stop in bounds]
-    else:
-        blocks = [dask.delayed(_null_block, pure=True)(stack_e, stack_v, seed, name, start, stop)
-                  for start, stop in bounds]
+    blocks = null_blocks("jackknife", selected.effect.data, selected.variance.data, permutations,
+                         seed, name, block_size, engine, sample_sizes(selected))
     hist = xr.DataArray(da.from_delayed(tree_sum(blocks), (k, N_HIST), np.int64), dims=("left_out", "bin"))
     p = xr.apply_ufunc(
         _p_rows, runs.z.transpose("voxel", "left_out"), hist,

@@ -10,7 +10,6 @@ A), ``1`` (at the maximum / group B) and ``1m0`` (their difference, the slope).
 
 from __future__ import annotations
 
-import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
@@ -18,24 +17,16 @@ import xarray as xr
 
 from daskmeta import __version__
 from daskmeta.analyses.means import prepare_studies, sample_sizes, study_table, with_mask
+from daskmeta.errors import plain
 from daskmeta.model.studyset import query_studies
-from daskmeta.null.randomization import (
-    DEFAULT_BLOCK,
-    arrangement,
-    block_bounds,
-    randomization_seeds,
-    tree_sum,
-    whole_stacks,
-)
-from daskmeta.stats.fast_null import DEFAULT_ENGINE, Engine, check_engine
+from daskmeta.null.engines import DEFAULT_ENGINE, Engine, check_engine, null_blocks
+from daskmeta.null.randomization import DEFAULT_BLOCK, tree_sum
 from daskmeta.stats.null import N_HIST
-from daskmeta.stats.permutation import regression_permutation_block
 from daskmeta.stats.pvalues import p_from_histogram
 from daskmeta.stats.regression import (
     SDM_CONTRASTS,
     linear_contrasts,
     meta_regression,
-    regression_null_block,
     rescale,
 )
 
@@ -50,14 +41,6 @@ def _fit(effect: np.ndarray, variance: np.ndarray, design: np.ndarray) -> tuple[
             contrasts["1m0"].estimate, contrasts["1m0"].z, result.tau2, result.q_e)
 
 
-def _null_block(effect, variance, design, seed, name, start, stop):
-    return regression_null_block(effect, variance, design, randomization_seeds(seed, name, start, stop))
-
-
-def _permutation_null_block(stack, design, seed, name, start, stop):
-    return regression_permutation_block(stack, design, randomization_seeds(seed, name, start, stop))
-
-
 def _regressor(maps: xr.Dataset, column: str, name: str) -> tuple[np.ndarray, list[str]]:
     """The covariate of the selected studies and the names of studies that lack it."""
     table = study_table(maps)
@@ -67,7 +50,7 @@ def _regressor(maps: xr.Dataset, column: str, name: str) -> tuple[np.ndarray, li
     bad = table[column].notna() & (table[column].astype(str).str.strip() != "") & values.isna()
     if bad.any():
         raise ValueError(f"analysis {name!r}: column {column!r} is not numeric "
-                         f"(study {table['study'][bad].iloc[0]!r})")
+                         f"(study {plain(table['study'][bad].iloc[0])!r})")
     return values.to_numpy(dtype=np.float64), table["study"][values.isna()].tolist()
 
 
@@ -103,12 +86,11 @@ def linear_model(
         Meta-regression only: SDM's reporting check. ``p`` keeps the slope's p only where
         the slope and at least one extreme (``0`` or ``1``) are significant at ``check_p``
         in the same direction, 1 elsewhere (``p_slope`` keeps the raw p).
-    engine : {"permutation", "numba", "numpy"}
-        The null's relocations: ``"permutation"`` (default), the permutations of
-        :func:`daskmeta.mean` fitted by the kernel of
-        :func:`~daskmeta.stats.permutation.regression_permutation_block` (needs maps whose
-        variance is the SDM model of their effect); ``"numba"`` and ``"numpy"``: independent
-        uniform draws, fitted with NumPy.
+    engine : {"permutation", "reference"}
+        The null's engine (:mod:`daskmeta.null.engines`). With the same ``seed`` and ``name``
+        as :func:`daskmeta.mean`, every randomization relocates the studies as the mean's
+        does; each study keeps its covariate (``"permutation"``: fitted by the Numba kernel of
+        :func:`~daskmeta.stats.permutation.regression_permutation_block`, designs ``[1, x]``).
 
     Returns
     -------
@@ -158,15 +140,8 @@ def linear_model(
     fitted = xr.Dataset(dict(zip(FITTED, outputs, strict=True)))
     k = selected.sizes["study"]
     engine = check_engine(engine)
-    stack_e, stack_v = whole_stacks(selected.effect.data, selected.variance.data)
-    bounds = block_bounds(permutations, block_size)
-    if engine == "permutation":
-        stack = arrangement(stack_e, stack_v, sample_sizes(selected), seed, name)
-        blocks = [dask.delayed(_permutation_null_block, pure=True)(stack, design, seed, name, start, stop)
-                  for start, stop in bounds]
-    else:
-        blocks = [dask.delayed(_null_block, pure=True)(stack_e, stack_v, design, seed, name, start, stop)
-                  for start, stop in bounds]
+    blocks = null_blocks("regression", selected.effect.data, selected.variance.data, permutations,
+                         seed, name, block_size, engine, sample_sizes(selected), design)
     hist = xr.DataArray(da.from_delayed(tree_sum(blocks), (len(SDM_CONTRASTS), N_HIST), np.int64),
                         dims=("contrast", "bin"), coords={"contrast": list(SDM_CONTRASTS)})
     p = {c: xr.apply_ufunc(p_from_histogram, fitted[z], hist.sel(contrast=c), input_core_dims=[[], ["bin"]],

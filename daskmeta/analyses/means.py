@@ -15,9 +15,10 @@ import xarray as xr
 
 from daskmeta import __version__
 from daskmeta.analyses.recreate import VOXEL_CHUNK
+from daskmeta.io.nifti import with_mask
 from daskmeta.model.studyset import query_studies
+from daskmeta.null.engines import DEFAULT_ENGINE, RELOCATION, Engine, check_engine
 from daskmeta.null.randomization import DEFAULT_BLOCK, null_summary, summary_arrays
-from daskmeta.stats.fast_null import DEFAULT_ENGINE, Engine, check_engine
 from daskmeta.stats.pvalues import p_from_histogram, p_fwe
 from daskmeta.stats.random_effects import dersimonian_laird
 
@@ -115,15 +116,14 @@ def mean(
     voxel_p : float or None
         Cluster-forming voxel threshold of the cluster-extent null, which relocates each
         study's peaks (see :func:`daskmeta.null.randomization.null_summary`); None skips it.
-    engine : {"permutation", "numba", "numpy"}
-        The voxel null's relocation and implementation. ``"permutation"`` (default): each
-        randomization permutes every study's voxels (a random cyclic shift of a seeded random
-        arrangement, :mod:`daskmeta.stats.permutation`; about 40x the reference's
-        speed). ``"numba"``: independent uniform draws with replacement, fused kernel of
-        :mod:`daskmeta.stats.fast_null` (about 13x). ``"numpy"``: the reference draws, for
-        maps whose variance is not the SDM model of their effect. Spec section 5 allows
-        either relocation; each engine is reproducible from ``seed`` whatever the block size
-        or workers, and they differ draw by draw.
+    engine : {"permutation", "reference"}
+        The voxel null's relocation and implementation (:mod:`daskmeta.null.engines`).
+        ``"permutation"`` (default): each randomization permutes every study's voxels (a
+        random cyclic shift of a seeded random arrangement, :mod:`daskmeta.stats.permutation`;
+        about 40x the reference's speed); the maps' variance must be SDM's model of their
+        effect. ``"reference"``: independent uniform draws with replacement pooled in NumPy,
+        for maps whose variance is not that model. Each engine is reproducible from ``seed``
+        whatever the block size or workers; they differ draw by draw, not in distribution.
 
     Returns
     -------
@@ -169,9 +169,7 @@ def mean(
         "mask": maps.attrs["mask"],
         "preprocess": {key: maps.attrs.get(key) for key in ("fwhm", "anisotropy", "beta", "kernel")},
         "studies_hash": maps.attrs.get("studies_hash", ""),
-        "null": ("random permutation of each study's voxels" if engine == "permutation" else
-                 "uniform relocation of each study's voxels (with replacement)")
-                + "; one null pooled over voxels and randomizations",
+        "null": RELOCATION[engine] + "; one null pooled over voxels and randomizations",
         "null_engine": engine,
         "daskmeta_version": __version__,
     }
@@ -181,17 +179,9 @@ def mean(
 def sample_sizes(selected: xr.Dataset) -> tuple[Any, Any] | None:
     """``(n1, n2)`` of the selected studies (``n2`` NaN for one-sample), or None without ``n1``.
 
-    They give the fast engines' variance model exactly (spec sections 2-3).
+    They give the permutation engine's variance model exactly (docs/methods.md, sections 2-3).
     """
     if "n1" not in selected.coords:
         return None
     n2 = selected["n2"].data if "n2" in selected.coords else np.full(selected.sizes["study"], np.nan)
     return selected["n1"].data, n2
-
-
-def with_mask(result: xr.Dataset) -> xr.Dataset:
-    """Copy ``attrs['mask']`` onto every voxel variable, so ``to_nifti(result.z, path)`` works."""
-    for variable in result.data_vars.values():
-        if "voxel" in variable.dims:
-            variable.attrs["mask"] = result.attrs["mask"]
-    return result

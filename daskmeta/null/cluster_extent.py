@@ -25,9 +25,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from daskmeta.model.grid import Mask, load_mask
-from daskmeta.stats.fast_null import variance_model
 from daskmeta.stats.null import N_HIST, NullSummary
 from daskmeta.stats.peak_kernel import KernelPaster
+from daskmeta.stats.sdm_model import variance_model
 
 __all__ = [
     "Neighbourhood",
@@ -152,7 +152,7 @@ def relocated_z(
     peak_g : ndarray of float64, shape (n_studies, n_peaks)
         Peak effects, NaN-padded after each study's peaks.
     sampling, constant : ndarray of float64, shape (n_studies,)
-        The variance model (:func:`~daskmeta.stats.fast_null.variance_model`).
+        The variance model (:func:`~daskmeta.stats.sdm_model.variance_model`).
     mask_name : str
         The analysis mask.
     fwhm : float

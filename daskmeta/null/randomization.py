@@ -1,13 +1,13 @@
-"""The randomization null as a Dask graph (spec section 5).
+"""The randomization null of a mean analysis as a Dask graph (docs/methods.md, section 5).
 
 One task computes a block of randomizations against the study stack, which enters the
 graph once (one task that holds the whole ``(study, voxel)`` stack, fetched once by each
 worker), and returns a small :class:`~daskmeta.stats.null.NullSummary`; blocks combine by
-a tree reduction. With the fast engine (the default) one task compresses the stack into
-:class:`~daskmeta.stats.fast_null.StudyTables` (about 4x smaller) and the blocks read those.
-Randomization ``b`` of analysis ``name`` draws from
-``SeedSequence(seed, spawn_key=(crc32(name), b))``, so every randomization is the same
-whatever the block size, the worker count, the order of completion or a retry.
+a tree reduction. The engine's blocks come from :func:`daskmeta.null.engines.null_blocks`;
+this module adds the cluster-extent null (relocated peaks) and the combination.
+Randomization ``b`` of analysis ``name`` draws from ``SeedSequence(seed,
+spawn_key=(crc32(name), b))``, so every randomization is the same whatever the block size,
+the worker count, the order of completion or a retry.
 """
 
 from __future__ import annotations
@@ -23,82 +23,18 @@ from numpy.typing import ArrayLike
 
 from daskmeta.model.grid import load_mask
 from daskmeta.null.cluster_extent import cluster_null_block, paster
-from daskmeta.null.seeds import arrangement_seed, block_bounds, randomization_seeds
-from daskmeta.stats.fast_null import (
-    DEFAULT_ENGINE,
-    Engine,
-    StudyTables,
-    check_engine,
-    fast_randomization_block,
-    pooled_z,
-    study_tables,
-    variance_model,
-)
+from daskmeta.null.engines import DEFAULT_ENGINE, Engine, null_blocks
+from daskmeta.null.seeds import block_bounds, randomization_seeds
 from daskmeta.stats.labelling import largest_cluster
-from daskmeta.stats.null import N_HIST, NullSummary, combine, randomization_block
-from daskmeta.stats.permutation import ShuffledStack, permutation_block, shuffled_stack
+from daskmeta.stats.null import N_HIST, NullSummary, combine
 from daskmeta.stats.pvalues import z_threshold_for_p
+from daskmeta.stats.sdm_model import pooled_z, variance_model
 
 #: Randomizations per task when not given: large enough to amortise scheduling, small
 #: enough to spread over workers.
 DEFAULT_BLOCK = 10
 #: Fan-in of the tree reduction of block summaries.
 TREE_FAN_IN = 8
-
-
-def _block(
-    effect: np.ndarray, variance: np.ndarray, seed: int, name: str, start: int, stop: int,
-) -> NullSummary:
-    seeds = randomization_seeds(seed, name, start, stop)
-    return randomization_block(effect, variance, seeds, stop - start)
-
-
-def _tables(effect: np.ndarray, variance: np.ndarray, n1: np.ndarray | None,
-            n2: np.ndarray | None) -> StudyTables:
-    if n1 is None:
-        return study_tables(effect, variance)
-    sampling, constant = variance_model(n1, n2)
-    return study_tables(effect, variance, sampling, constant)
-
-
-def _fast_block(tables: StudyTables, seed: int, name: str, start: int, stop: int) -> NullSummary:
-    return fast_randomization_block(tables, randomization_seeds(seed, name, start, stop))
-
-
-def shuffled_studies(effect: np.ndarray, variance: np.ndarray, n1: np.ndarray | None,
-                     n2: np.ndarray | None, seed: int, name: str) -> ShuffledStack:
-    """The permutation engine's arranged stack of analysis ``name`` (a graph task).
-
-    The variance model comes from the sample sizes ``n1, n2`` when given, else it is fitted
-    from the maps; either way the variance maps are checked against it.
-    """
-    model = {} if n1 is None else dict(zip(("sampling", "constant"), variance_model(n1, n2),
-                                           strict=True))
-    return shuffled_stack(effect, arrangement_seed(seed, name), variance, **model)
-
-
-def _delayed_sizes(sizes: tuple[ArrayLike, ArrayLike] | None) -> tuple[Delayed | None, Delayed | None]:
-    if sizes is None:
-        return None, None
-    n1, n2 = (dask.delayed(np.asarray, pure=True)(a, dtype=np.float64) for a in sizes)
-    return n1, n2
-
-
-def arrangement(stack_e: Delayed, stack_v: Delayed, sizes: tuple[ArrayLike, ArrayLike] | None,
-                seed: int, name: str) -> Delayed:
-    """The permutation engine's arranged stack as one graph task (:func:`shuffled_studies`).
-
-    ``stack_e, stack_v`` are the whole stacks (:func:`whole_stacks`); ``sizes`` the studies'
-    ``(n1, n2)`` (:func:`daskmeta.analyses.means.sample_sizes`) or None to fit the variance model.
-    Pure: the mean, jackknife and linear-model graphs of one analysis share it.
-    """
-    n1, n2 = _delayed_sizes(sizes)
-    return dask.delayed(shuffled_studies, pure=True)(stack_e, stack_v, n1, n2, seed, name)
-
-
-def _permutation_block(stack: ShuffledStack, seed: int, name: str, start: int, stop: int
-                       ) -> NullSummary:
-    return permutation_block(stack, randomization_seeds(seed, name, start, stop))
 
 
 def _cluster_block(
@@ -132,15 +68,6 @@ def _cluster_block(
         largest[1, row] = largest_cluster(z <= z_neg, mask)
     empty = np.zeros(n)
     return NullSummary(np.zeros(N_HIST, np.int64), empty, empty, largest[0], largest[1])
-
-
-def whole_stacks(*arrays: da.Array) -> list[Delayed]:
-    """Each (study, voxel) array as one delayed task holding the whole stack.
-
-    Randomization blocks relocate over all voxels, so each needs the whole stack: it enters
-    the graph once and each worker fetches it once, whatever the number of blocks.
-    """
-    return [da.asarray(a).rechunk(tuple(a.shape)).to_delayed().ravel()[0] for a in arrays]
 
 
 def _sum_counts(parts: Sequence[np.ndarray]) -> np.ndarray:
@@ -225,55 +152,20 @@ def null_summary(
         conservative for anisotropic study maps and exact for ``anisotropy = 0``.
     fwhm : float
         The kernel FWHM of the study maps.
-    engine : {"permutation", "numba", "numpy"}
-        ``"permutation"`` (default): each randomization permutes every study's voxels, a
-        random cyclic shift of the study's seeded random arrangement (stream
-        :data:`ARRANGEMENT_STREAM` of the analysis seed), pooled by the streaming kernel of
-        :mod:`daskmeta.stats.permutation` (variance recomputed as ``a + c effect^2``).
-        ``"numba"``: independent uniform draws, the fused kernel of :mod:`daskmeta.stats.fast_null` on
-        compressed study tables (variance recomputed as ``a + c effect^2``; same null
-        distribution as the reference, its own random streams; runs a NumPy version of the
-        same streams where Numba is missing). ``"numpy"``: the reference
-        :func:`~daskmeta.stats.null.randomization_block`, for maps whose variance is not
-        the SDM model of their effect.
+    engine : {"permutation", "reference"}
+        The engine of the voxel null (:mod:`daskmeta.null.engines`).
     sample_sizes : (n1, n2), optional
-        Per-study sample sizes (``n2`` NaN for one-sample) giving the fast engine's variance
-        model exactly; without them it is fitted from the maps. Either way the variance
-        maps are checked against it (a mismatch fails the tables task with a ValueError
-        that names the study).
+        Per-study sample sizes (``n2`` NaN for one-sample): the permutation engine's variance
+        model (:func:`~daskmeta.null.engines.null_blocks`).
 
     Returns
     -------
     dask.delayed.Delayed
         Computes to a NullSummary with ``n_randomizations`` maxima in randomization order.
     """
-    engine = check_engine(engine)
-    stack_e, stack_v = whole_stacks(effect, variance)
-    token = dask.base.tokenize(stack_e, stack_v, n_randomizations, seed, name, block_size, engine,
-                               sample_sizes)
-    bounds = block_bounds(n_randomizations, block_size)
-    if engine == "permutation":
-        stack = arrangement(stack_e, stack_v, sample_sizes, seed, name)
-        first = [
-            dask.delayed(_permutation_block, pure=True)(
-                stack, seed, name, start, stop, dask_key_name=f"randomization-{name}-{token}-{start}")
-            for start, stop in bounds
-        ]
-    elif engine == "numba":
-        n1, n2 = _delayed_sizes(sample_sizes)
-        tables = dask.delayed(_tables, pure=True)(stack_e, stack_v, n1, n2,
-                                                  dask_key_name=f"null-tables-{name}-{token}")
-        first = [
-            dask.delayed(_fast_block, pure=True)(tables, seed, name, start, stop,
-                                                 dask_key_name=f"randomization-{name}-{token}-{start}")
-            for start, stop in bounds
-        ]
-    else:
-        first = [
-            dask.delayed(_block, pure=True)(stack_e, stack_v, seed, name, start, stop,
-                                            dask_key_name=f"randomization-{name}-{token}-{start}")
-            for start, stop in bounds
-        ]
+    first = null_blocks("mean", effect, variance, n_randomizations, seed, name, block_size, engine,
+                        sample_sizes)
+    token = dask.base.tokenize(first)
     summary = _tree(first, f"null-{name}-{token}")
     if voxel_p is None or peaks is None:
         return summary
@@ -283,7 +175,7 @@ def null_summary(
         dask.delayed(cluster_null_block, pure=True)(
             peak_g, n1, n2, seed, name, start, stop, mask_name, float(fwhm), thresholds,
             dask_key_name=f"cluster-null-{name}-{token}-{start}")
-        for start, stop in bounds
+        for start, stop in block_bounds(n_randomizations, block_size)
     ]
     clusters = _tree(second, f"cluster-null-{name}-{token}")
     return dask.delayed(_with_clusters, pure=True)(summary, clusters)

@@ -147,7 +147,7 @@ def _kernel_text(preprocess: dict[str, Any]) -> str:
 
 def _relocation_text(attrs: dict[str, Any]) -> str:
     """How each study's voxel values were relocated, by the null's engine."""
-    engine = attrs.get("null_engine", "numpy")
+    engine = attrs.get("null_engine", "reference")
     if engine == "permutation":
         return ("were relocated, independently per study, by a uniformly random permutation of "
                 "the mask's voxels (each study's values put once in a seeded random order, "
@@ -155,7 +155,7 @@ def _relocation_text(attrs: dict[str, Any]) -> str:
                 "drawn with a SplitMix64 counter generator keyed by the randomization's NumPy "
                 "SeedSequence; chosen in daskmeta)")
     how = ("a SplitMix64 counter generator keyed by each randomization's NumPy SeedSequence"
-           if engine == "numba" else
+           if engine == "numba" else  # the draw engine of stores written before its retirement
            "NumPy's PCG64 generator seeded by each randomization's SeedSequence")
     return ("were relocated, independently per study, to voxels drawn uniformly with "
             f"replacement from the mask (drawn with {how})")

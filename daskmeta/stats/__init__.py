@@ -1,16 +1,11 @@
 """Statistics kernels: pure NumPy/SciPy functions over arrays with an explicit axis.
 
-Nothing in this package imports Dask or xarray or reads files; the graph layer maps these
-kernels over chunks (spec sections 4 and 5). The fast null's Numba kernels
-(``_null_kernel``) are imported on first use, never by ``import daskmeta.stats``.
+Nothing in this package imports Dask or xarray or reads files (tests/test_layers.py checks
+it); the graph layers (:mod:`daskmeta.null`, :mod:`daskmeta.analyses`) map these kernels over
+chunks (docs/methods.md, sections 4 and 5). The Numba kernels (the ``*_jit`` modules) are
+imported on first use, never by ``import daskmeta.stats``.
 """
 
-from daskmeta.stats.fast_null import (
-    StudyTables,
-    fast_randomization_block,
-    study_tables,
-    variance_model,
-)
 from daskmeta.stats.null import (
     BINS,
     N_HIST,
@@ -31,6 +26,7 @@ from daskmeta.stats.random_effects import (
     pool_with_tau2,
     weighted_sums,
 )
+from daskmeta.stats.sdm_model import pooled_z, validated_model, variance_model
 
 __all__ = [
     "BINS",
@@ -38,21 +34,20 @@ __all__ = [
     "Heterogeneity",
     "NullSummary",
     "RandomEffects",
-    "StudyTables",
     "WeightedSums",
     "cluster_p_fwe",
     "combine",
     "dersimonian_laird",
     "dl_from_sums",
-    "fast_randomization_block",
     "heterogeneity_z",
     "histogram",
     "p_from_histogram",
     "p_fwe",
     "pool_with_tau2",
+    "pooled_z",
     "randomization_block",
     "relocate",
-    "study_tables",
+    "validated_model",
     "variance_model",
     "weighted_sums",
     "z_threshold_for_p",

@@ -42,14 +42,14 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from daskmeta.stats.fast_null import (
+from daskmeta.stats.null import N_HIST, NullSummary, histogram
+from daskmeta.stats.random_effects import _pooled_z
+from daskmeta.stats.sdm_model import (
     randomization_keys,
     select_kernel,
     uniform_draws,
     validated_model,
 )
-from daskmeta.stats.null import N_HIST, NullSummary, histogram
-from daskmeta.stats.random_effects import _pooled_z
 
 __all__ = [
     "PAD",
@@ -117,8 +117,8 @@ def shuffled_stack(
         ``daskmeta.null.randomization`` uses stream 2 of the analysis.
     variance, sampling, constant
         The variance model, given (``sampling``, ``constant``; see
-        :func:`~daskmeta.stats.fast_null.variance_model`), fitted from ``variance``, and
-        checked against ``variance`` when given (as :func:`~daskmeta.stats.fast_null.study_tables`).
+        :func:`~daskmeta.stats.sdm_model.variance_model`), fitted from ``variance``, and
+        checked against ``variance`` when given (as :func:`~daskmeta.stats.sdm_model.validated_model`).
 
     Returns
     -------
@@ -127,7 +127,7 @@ def shuffled_stack(
     Raises
     ------
     ValueError
-        As :func:`~daskmeta.stats.fast_null.study_tables`.
+        As :func:`~daskmeta.stats.sdm_model.validated_model`.
     """
     if not isinstance(seed_sequence, np.random.SeedSequence):
         raise TypeError("'seed_sequence' must be a numpy.random.SeedSequence.")
@@ -150,7 +150,7 @@ def permutation_shifts(stack: ShuffledStack, keys: ArrayLike) -> NDArray[np.int6
     """Each randomization's cyclic shift of each study, shape (n_keys, n_studies).
 
     Shift ``s`` of key ``key`` is draw ``s + 1`` of the key's SplitMix64 stream mapped to
-    ``[0, n_voxels)`` (:func:`~daskmeta.stats.fast_null.uniform_draws`), as in the kernel.
+    ``[0, n_voxels)`` (:func:`~daskmeta.stats.sdm_model.uniform_draws`), as in the kernel.
     """
     keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
     counters = np.arange(1, stack.n_studies + 1, dtype=np.uint64)
@@ -361,7 +361,7 @@ def _regressor_of(stack: ShuffledStack, design: ArrayLike) -> NDArray[np.float64
         raise ValueError(
             f"the permutation engine fits designs [1, x] with one row per study, shape "
             f"({stack.n_studies}, 2) and a first column of ones; got shape {design.shape}. "
-            "Use engine='numpy' for other designs.")
+            "Use engine='reference' for other designs.")
     x = np.ascontiguousarray(design[:, 1])
     if not np.all(np.isfinite(x)) or np.ptp(x) == 0 or stack.n_studies < 3:
         raise ValueError("the regressor must be finite and vary, with at least 3 studies.")

@@ -1,24 +1,23 @@
-"""Numba kernels of the fast randomization null; imported lazily by :mod:`~daskmeta.stats.fast_null`.
+"""Numba primitives shared by the null kernels: DL pooling sums, exact z, summaries, streams.
+
+The permutation engine (:mod:`daskmeta.stats._permutation_jit`, :mod:`daskmeta.stats._variants_jit`)
+and the cluster-extent null (:mod:`daskmeta.stats._paste_jit`) pool with these; imported lazily
+by :mod:`daskmeta.stats.sdm_model`, whose :func:`~daskmeta.stats.sdm_model.pooled_z` runs
+:func:`pooled_maps`.
 
 Everything here is compiled with ``numba.njit(cache=True, error_model="numpy", nogil=True)``,
 single-threaded (parallelism comes from Dask workers), with IEEE semantics (no fastmath, so
 no reassociation or FMA contraction: the sums are the sequential study-by-study sums of
 :func:`daskmeta.stats.random_effects._pool_core`, bit for bit). Arrays in, arrays out.
 
-Layout of one randomization: studies are taken in *groups* of cache-sized tables (one group
-up to 8 MB of tables, 2 MB groups beyond; see :func:`~daskmeta.stats.fast_null.study_groups`),
-voxels in chunks of :data:`CHUNK`. For each chunk and each study of the group, the chunk's
-source positions are drawn (a vectorized loop), the values gathered from the study's
-compressed table, and four running sums per voxel (``sum w``, ``sum w y``, ``sum w y^2``,
-``sum w^2``; a chunk's worth with one group, all voxels' with several) updated (a vectorized
-loop). Only the effect is read: ``w = 1 / (a_s + c_s y^2)``. After the last group a chunk
-is finished at once, while its sums are in L1: ``tau2 = 0`` is
-decided from the one-pass Q with a safety margin, and the few voxels where it cannot be
+Pooling keeps four running sums per voxel (``sum w``, ``sum w y``, ``sum w y^2``, ``sum w^2``)
+with ``w = 1 / (a_s + c_s y^2)``: only the effect is read. :func:`finish` decides ``tau2 = 0``
+from the one-pass Q with a safety margin (:data:`Q_MARGIN`); the few voxels where it cannot
 (about 0.2 % of null voxels) are recomputed exactly (two-pass Q, then ``w* = 1 / (v +
-tau2)``) from their regenerated draws.
+tau2)``) by :func:`exact_z`.
 
-Random numbers: SplitMix64 (Steele, Lea and Flood 2014) as a counter-based generator: the
-draw of study ``s`` at voxel ``v`` is ``mix(key + (s * n_voxels + v + 1) * GAMMA)``, so it
+Random numbers: SplitMix64 (Steele, Lea and Flood 2014) as a counter-based generator
+(:func:`position`): the value for counter ``i`` is ``mix(key + (i + 1) * GAMMA)``, so it
 depends only on the randomization's key, never on the chunking or the block.
 
 References
@@ -82,21 +81,6 @@ def position(key, counter, n, shift, offset):
     low = r & LOW32
     u = np.int64((high * n + ((low * n) >> np.uint64(32))) >> np.uint64(32)) - shift
     return offset + (u if u > 0 else 0)
-
-
-@_jit
-def draw(index, key, counter, n_voxels, shift, offset, m):
-    """Table positions of ``m`` consecutive draws of one study (counters ``counter + 1 ..``)."""
-    n = np.uint64(np.uint32(n_voxels))
-    for j in range(m):
-        index[j] = position(key, counter + j + 1, n, shift, offset)
-
-
-@_jit
-def gather(row, values, index, m):
-    """``row[j] = values[index[j]]`` as float64."""
-    for j in range(m):
-        row[j] = values[index[j]]
 
 
 @_jit
@@ -182,75 +166,6 @@ def summarize(z, m, bins, hist, z_max, z_min):
         if value < z_min:
             z_min = value
     return z_max, z_min
-
-
-@_jit
-def one_randomization(values, offsets, shifts, n_voxels, sampling, constant, groups, key,
-                      sums, index, row, y, z, slow, out, hist, keep_maps):
-    """z of every voxel of one randomization, summarized into ``hist`` (and ``out``).
-
-    Returns ``(max z, min z)``. ``groups`` holds the first study of each study group and
-    the number of studies last; ``sums`` is a (4, n_voxels) work array with several groups,
-    a (4, CHUNK) one with one group (then a chunk's sums never leave L1).
-    """
-    k = sampling.shape[0]
-    n = np.uint64(np.uint32(n_voxels))
-    z_max = -np.inf
-    z_min = np.inf
-    n_groups = groups.shape[0] - 1
-    for g in range(n_groups):
-        for start in range(0, n_voxels, CHUNK):
-            m = min(CHUNK, n_voxels - start)
-            base = start if n_groups > 1 else 0
-            sum_w = sums[0, base:base + m]
-            sum_wy = sums[1, base:base + m]
-            sum_wy2 = sums[2, base:base + m]
-            sum_w2 = sums[3, base:base + m]
-            if g == 0:
-                sum_w[:] = 0.0
-                sum_wy[:] = 0.0
-                sum_wy2[:] = 0.0
-                sum_w2[:] = 0.0
-            for s in range(groups[g], groups[g + 1]):
-                draw(index, key, s * n_voxels + start, n_voxels, shifts[s], offsets[s], m)
-                gather(row, values, index, m)
-                accumulate(sum_w, sum_wy, sum_wy2, sum_w2, row, sampling[s], constant[s], m)
-            if g < n_groups - 1:
-                continue
-            finish(sum_w, sum_wy, sum_wy2, m, k, z, slow)
-            for j in range(m):
-                if slow[j]:
-                    for s in range(k):
-                        counter = s * n_voxels + start + j + 1
-                        y[s] = values[position(key, counter, n, shifts[s], offsets[s])]
-                    z[j] = exact_z(y, sum_w[j], sum_wy[j] / sum_w[j], sum_w2[j], sampling, constant)
-            if keep_maps:
-                out[start:start + m] = z[:m]
-            z_max, z_min = summarize(z, m, index, hist, z_max, z_min)
-    return z_max, z_min
-
-
-@_jit
-def randomizations(values, offsets, shifts, n_voxels, sampling, constant, groups, keys, hist,
-                   max_z, min_z, maps, keep_maps):
-    """Histogram and max/min of the randomizations with the given keys, fused.
-
-    Parameters are those of :class:`~daskmeta.stats.fast_null.StudyTables` (``shifts =
-    n_zero - 1``), the study groups, one uint64 key per randomization, and the outputs:
-    ``hist`` (int64, N_HIST, added to), ``max_z`` and ``min_z`` (float64, one per key), and
-    with ``keep_maps`` the z maps in ``maps`` (float64, (n_keys, n_voxels)).
-    """
-    k = sampling.shape[0]
-    sums = np.empty((4, n_voxels if groups.shape[0] > 2 else CHUNK))
-    index = np.empty(CHUNK, np.int64)
-    row = np.empty(CHUNK)
-    y = np.empty(k)
-    z = np.empty(CHUNK)
-    slow = np.empty(CHUNK, np.bool_)
-    for b in range(keys.shape[0]):
-        max_z[b], min_z[b] = one_randomization(
-            values, offsets, shifts, n_voxels, sampling, constant, groups, keys[b], sums, index,
-            row, y, z, slow, maps[b if keep_maps else 0], hist, keep_maps)
 
 
 @_jit
