@@ -194,7 +194,7 @@ def test_committed_example_equals_a_fresh_simulation(clbp_folder):
 
 
 def test_packaged_table_equals_the_example_copy():
-    packaged = Path(__file__).resolve().parents[1] / "daskmeta" / "data" / "clbp_studies.tsv"
+    packaged = Path(__file__).resolve().parents[1] / "daskmeta" / "datasets" / "clbp_studies.tsv"
     assert packaged.read_bytes() == PUBLISHED.read_bytes()
     table = clbp_table()
     assert len(table) == 24 and table["study"].is_unique

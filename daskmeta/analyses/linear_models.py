@@ -1,4 +1,4 @@
-"""Linear models of study maps: meta-regression and group comparison (spec section 8).
+"""Linear models of study maps: meta-regression and group comparison (docs/methods.md, section 8).
 
 Both are SDM's ``lm``: a random-effects weighted linear model per voxel on ``[1, x]`` with
 ``x`` a covariate rescaled to [0, 1] (meta-regression) or a 0/1 group indicator
@@ -166,3 +166,25 @@ def linear_model(
         "daskmeta_version": __version__,
     }
     return with_mask(result)
+
+
+def compare(
+    maps: xr.Dataset,
+    groups: tuple[str, str],
+    where: str | None = None,
+    studies: list[str] | None = None,
+    permutations: int = 50,
+    seed: int = 0,
+    name: str = "compare",
+    block_size: int = DEFAULT_BLOCK,
+    engine: Engine = DEFAULT_ENGINE,
+) -> xr.Dataset:
+    """Comparison of two groups of studies: the linear model with a 0/1 regressor (lazy).
+
+    ``z``/``p`` test group B minus group A (contrast ``1m0``); ``effect_0``/``effect_1`` are
+    the groups' means (docs/methods.md, section 8). Parameters as :func:`linear_model`, whose
+    ``groups`` this is.
+    """
+    return linear_model(maps, groups=groups, where=where, studies=studies,
+                        permutations=permutations, seed=seed, name=name, block_size=block_size,
+                        engine=engine)

@@ -1,6 +1,6 @@
 """The CLBP reference example: the packaged study table and its simulated peaks.
 
-:func:`clbp_table` reads the 24 included experiments of ``daskmeta/data/clbp_studies.tsv``
+:func:`clbp_table` reads the 24 included experiments of ``daskmeta/datasets/clbp_studies.tsv``
 (published sample sizes, thresholds and peak counts); :func:`write_clbp_example` simulates
 their peaks around :data:`CLBP_EFFECTS` with seed :data:`CLBP_SEED` and writes the SDM folder
 kept in ``examples/clbp``. The peaks are SIMULATED (model in :mod:`daskmeta.testing.simulate`).
@@ -9,11 +9,11 @@ kept in ``examples/clbp``. The peaks are SIMULATED (model in :mod:`daskmeta.test
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 
+from daskmeta.datasets import clbp_table_path
 from daskmeta.testing.simulate import TrueEffect, simulate_studies
 
 #: Seed of the committed ``examples/clbp`` folder.
@@ -35,11 +35,11 @@ CLBP_EFFECTS: tuple[TrueEffect, ...] = (
 def clbp_table() -> pd.DataFrame:
     """The packaged CLBP study table (24 included experiments) ready for simulation.
 
-    Keeps ``included == yes`` rows of ``daskmeta/data/clbp_studies.tsv`` and renames the
+    Keeps ``included == yes`` rows of ``daskmeta/datasets/clbp_studies.tsv`` and renames the
     covariates: ``age`` = patients' mean age (``age1``), ``duration`` = ``duration_months``,
     ``vas`` and ``modality``; ``threshold``, ``space`` and ``n_peaks`` steer the simulation.
     """
-    source = resources.files("daskmeta").joinpath("data/clbp_studies.tsv")
+    source = clbp_table_path()
     with source.open("r", encoding="utf-8") as handle:
         raw = pd.read_csv(handle, sep="\t", na_values=["NA"], keep_default_na=False)
     raw = raw[raw["included"] == "yes"]
