@@ -154,3 +154,18 @@ def test_result_maps_carry_their_mask_for_export(maps, tmp_path):
 
     np.testing.assert_allclose(load_mask("gray_matter").from_volume(np.asarray(image.dataobj)),
                                result.z.values, rtol=1e-6)
+
+
+def test_no_cluster_p_without_a_cluster_extent_null(maps):
+    """Without the cluster-extent null, clusters get no p-value (not one against zero maxima)."""
+    from daskmeta.report.export import cluster_table
+
+    params = {"p": 0.05, "peak_z": 1.0, "extent": 5}
+    without = mean(maps, permutations=10, seed=4, voxel_p=None).compute(scheduler="threads")
+    assert without.attrs["cluster_null"] is False
+    _, table = cluster_table(without, params)
+    assert len(table) > 0 and table["cluster_p_fwe"].isna().all()
+    with_null = mean(maps, permutations=10, seed=4).compute(scheduler="threads")
+    assert with_null.attrs["cluster_null"] is True
+    _, table = cluster_table(with_null, params)
+    assert table["cluster_p_fwe"].between(1 / 11, 1).all()

@@ -1,7 +1,7 @@
-"""Analyses over study maps: the random-effects mean (spec sections 4 and 5).
+"""Analyses over study maps: the random-effects mean (docs/methods.md, sections 4 and 5).
 
 Each analysis composes the pure kernels (:mod:`daskmeta.stats`) with Dask graphs and
-returns a lazy ``xarray.Dataset`` with the names of DESIGN.md: nothing is computed until
+returns a lazy ``xarray.Dataset`` with daskmeta's public variable names: nothing is computed until
 the result is written or ``.compute()`` is called.
 """
 
@@ -24,7 +24,7 @@ from daskmeta.stats.random_effects import dersimonian_laird
 
 #: Outputs of the pooling kernel, in order.
 POOLED = ("effect", "variance", "z", "tau2", "q", "i2", "p_q", "q_z")
-#: SDM's default number of randomizations for voxel-wise p-values (spec section 5).
+#: SDM's default number of randomizations for voxel-wise p-values (docs/methods.md, section 5.1).
 DEFAULT_PERMUTATIONS = 50
 
 
@@ -105,7 +105,7 @@ def mean(
     studies : list of str, optional
         Study names to keep (with ``where``, both must hold).
     permutations : int
-        Randomizations of the null (spec section 5; SDM's default 50). Thousands give
+        Randomizations of the null (docs/methods.md, section 5.1; default 50). Thousands give
         usable family-wise (``p_fwe``) and cluster-level corrected p-values.
     seed : int
         Seed of the null; with ``name`` it fixes every randomization.
@@ -166,6 +166,8 @@ def mean(
         "studies": [str(s) for s in selected.study.values],
         "where": where or "", "permutations": int(permutations), "seed": int(seed),
         "voxel_p": float(voxel_p) if voxel_p is not None else -1.0,
+        # whether null_max_cluster_* hold the cluster-extent null (it needs peaks and sizes)
+        "cluster_null": bool(voxel_p is not None and peaks is not None),
         "mask": maps.attrs["mask"],
         "preprocess": {key: maps.attrs.get(key) for key in ("fwhm", "anisotropy", "beta", "kernel")},
         "studies_hash": maps.attrs.get("studies_hash", ""),

@@ -20,13 +20,21 @@ MEAN_MAPS = ("z", "p", "p_fwe", "effect", "variance", "i2", "tau2", "q", "q_z")
 
 
 def cluster_table(result: xr.Dataset, threshold_params: dict[str, Any]) -> tuple[Any, pd.DataFrame]:
-    """Threshold a mean result and add cluster-level FWE p-values to its table."""
+    """Threshold a mean result and add cluster-level FWE p-values to its table.
+
+    ``cluster_p_fwe`` is missing (NaN) where the result has no cluster-extent null
+    (``attrs['cluster_null']`` false), rather than a p-value against maxima that are all 0.
+    """
     from daskmeta.inference.thresholding import threshold
     from daskmeta.stats.pvalues import cluster_p_fwe
 
     found = threshold(result, p=threshold_params["p"], peak_z=threshold_params["peak_z"],
                       extent=threshold_params["extent"], mask=result.attrs["mask"])
     table = found.table.copy()
+    if not result.attrs.get("cluster_null", True):
+        # no cluster-extent null ran (no sample sizes or peaks, or voxel_p=None): no p-value
+        table["cluster_p_fwe"] = np.nan
+        return found, table
     positive = (table["direction"] == "positive").to_numpy()
     sizes = table["voxels"].to_numpy()
     table["cluster_p_fwe"] = np.where(
@@ -99,7 +107,7 @@ def write_linear_model(result: xr.Dataset, maps: xr.Dataset, threshold_params: d
 
     For meta-regressions the table says whether each cluster overlaps a cluster of the mean
     analysis (``overlaps_mean``) or voxels of significant heterogeneity
-    (``overlaps_heterogeneity``), as SDM advises (spec section 8).
+    (``overlaps_heterogeneity``), as SDM advises (docs/methods.md, section 8).
     """
     from daskmeta.inference.bias import extract
     from daskmeta.inference.thresholding import threshold
