@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import statsmodels.api as sm
 
 from daskmeta.stats.egger import EggerResult, egger_test
-
-sm = pytest.importorskip("statsmodels.api")
 
 TOL = 1e-10
 

@@ -33,13 +33,74 @@ def test_regression_equals_the_dense_kernel_and_drops_missing(maps):
     np.testing.assert_allclose(result.effect_1.values, contrasts["1"].estimate, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(result.tau2.values, dense.tau2, rtol=1e-10, atol=1e-12)
     assert result.null_hist.values.sum() == 3 * 3 * maps.sizes["voxel"]
-    # SDM's check: p only where the slope and a same-direction extreme are significant
-    raw, checked = result.p_slope.values, result.p.values
-    assert np.all(checked >= raw)
-    extreme = (((result.p_0.values < 0.005) & (np.sign(result.z_0.values) == np.sign(result.z.values)))
-               | ((result.p_1.values < 0.005) & (np.sign(result.z_1.values) == np.sign(result.z.values))))
-    np.testing.assert_array_equal(checked[~extreme], 1.0)
-    np.testing.assert_array_equal(checked[extreme], raw[extreme])
+    # SDM's check only ever removes findings (exact cases: test_reporting_check_on_planted_z)
+    assert np.all(result.p.values >= result.p_slope.values)
+
+
+#: Planted (z_0, z_1, z_slope) of the first voxels and whether SDM reports the slope there:
+#: the slope and at least one extreme (0: at the minimum, 1: at the maximum) significant in
+#: the same direction (docs/methods.md). |z| = 20 lies beyond every null z (p = 1 / (1 + N)),
+#: |z| = 1e-4 is far from significant; every other voxel has z = 0 (p = 1).
+PLANTED = [
+    ((20.0, 20.0, 20.0), True),  # both extremes agree
+    ((20.0, 1e-4, 20.0), True),  # the minimum agrees
+    ((1e-4, 20.0, 20.0), True),  # the maximum agrees
+    ((1e-4, -20.0, -20.0), True),  # negative slope, the maximum agrees
+    ((-20.0, 20.0, -20.0), True),  # negative slope, the minimum agrees, the maximum opposes
+    ((-20.0, 1e-4, 20.0), False),  # the only significant extreme is in the opposite direction
+    ((20.0, 20.0, -20.0), False),  # both extremes opposite
+    ((1e-4, -1e-4, 20.0), False),  # no significant extreme
+    ((20.0, 20.0, 1e-4), False),  # both extremes significant, the slope is not
+]
+
+
+def test_reporting_check_on_planted_z(maps, monkeypatch):
+    import daskmeta.analyses.linear_models as lm
+
+    n_voxels, permutations = 400, 3
+    sub = maps.isel(voxel=slice(0, n_voxels)).chunk({"voxel": -1})
+    planted = np.zeros((n_voxels, 3))
+    planted[: len(PLANTED)] = [z for z, _ in PLANTED]
+
+    def planted_fit(effect, variance, design):  # the observed fit only; the null stays real
+        assert effect.shape[:-1] == (n_voxels,)
+        z_0, z_1, z_slope = planted.T
+        zero = np.zeros(n_voxels)
+        return z_0, z_0, z_1, z_1, z_slope, z_slope, zero, zero
+
+    monkeypatch.setattr(lm, "_fit", planted_fit)
+    reported = np.zeros(n_voxels, bool)
+    reported[: len(PLANTED)] = [kept for _, kept in PLANTED]
+    significant = 1.0 / (1 + permutations * n_voxels)  # 1 / 1201: beyond every null z
+    assert significant < 0.005
+
+    result = linear_model(sub, regressor="age", permutations=permutations, seed=4, name="planted")
+    result = result.compute(scheduler="threads")
+    assert result.attrs["check_p"] == 0.005
+    np.testing.assert_array_equal(result.null_hist.values.sum(1), permutations * n_voxels)
+    p = result.p.values
+    np.testing.assert_array_equal(p < 0.005, reported)
+    np.testing.assert_array_equal(p[reported], significant)
+    # a significant slope without a same-direction significant extreme is removed (p = 1)
+    removed = np.abs(planted[:, 2]) == 20.0
+    removed &= ~reported
+    assert removed.sum() == 3
+    np.testing.assert_array_equal(p[removed], 1.0)
+    np.testing.assert_array_equal(p[len(PLANTED):], 1.0)  # z = 0
+    # the raw slope p and the extremes' p are those of the planted z
+    np.testing.assert_array_equal(result.p_slope.values[np.abs(planted[:, 2]) == 20.0], significant)
+    np.testing.assert_array_equal(result.p_0.values[np.abs(planted[:, 0]) == 20.0], significant)
+    np.testing.assert_array_equal(result.p_1.values[np.abs(planted[:, 1]) == 20.0], significant)
+
+    # significance is strict (p < check_p): at check_p = 1 / 1201 no extreme qualifies
+    strict = linear_model(sub, regressor="age", permutations=permutations, seed=4, name="planted",
+                          check_p=significant).compute(scheduler="threads")
+    np.testing.assert_array_equal(strict.p.values[np.abs(planted[:, 2]) == 20.0], 1.0)
+    # without the check, p is the slope's p everywhere
+    unchecked = linear_model(sub, regressor="age", permutations=permutations, seed=4, name="planted",
+                             check_p=None).compute(scheduler="threads")
+    np.testing.assert_array_equal(unchecked.p.values, result.p_slope.values)
+    assert (unchecked.p.values < 0.005).sum() == 8
 
 
 def test_compare_is_the_difference_of_group_means(maps):

@@ -11,13 +11,11 @@ import os
 import sys
 from pathlib import Path
 
+import ipykernel  # noqa: F401  (a declared test dependency: missing is an error, not a skip)
+import nbclient
 import nbformat
 import pytest
-
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
-
-from jupyter_client.manager import AsyncKernelManager  # noqa: E402  (after the skips)
+from jupyter_client.manager import AsyncKernelManager
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))

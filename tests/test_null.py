@@ -112,13 +112,54 @@ def test_p_from_histogram_zero_nan_and_shape(rng):
     p = p_from_histogram(z, hist)
     assert p.shape == (2, 2)
     assert p[0, 0] == 1.0 and np.isnan(p[0, 1])
-    assert 0 < p[1, 0] < 0.1 and 0 < p[1, 1] < 0.1
+    # each direction is brought back to its own tail (exact values: the hand-worked test below)
+    np.testing.assert_array_equal(p[1], p_from_histogram([2.0, -2.0], hist))
     assert np.ndim(p_from_histogram(1.0, hist)) == 0
     assert p_from_histogram(50.0, hist) == 1.0 / 1001.0  # never 0
     with pytest.raises(ValueError, match="'hist'"):
         p_from_histogram(z, np.zeros(10, dtype=np.int64))
     with pytest.raises(ValueError, match="empty"):
         p_from_histogram(z, np.zeros(N_HIST, dtype=np.int64))
+
+
+def test_p_from_histogram_hand_worked():
+    # docs/methods.md: p = (1 + #{null >= z}) / (1 + N) (<= for z < 0), the 0.001-wide bin
+    # holding z counting as beyond it, the overflow (underflow) beyond any positive (negative) z.
+    null = [-16.0, -3.0, -2.0004, -1.0, 0.5, 2.0002, 2.0009, 2.5, 16.0]  # N = 9
+    hist = histogram(np.array(null))
+    cases = {
+        0.3: 6 / 10,  # 0.5, 2.0002, 2.0009, 2.5, 16
+        2.0006: 5 / 10,  # 2.0002 shares z's bin [2.000, 2.001): counted (exactly: 4 / 10)
+        2.5: 3 / 10,  # 2.5 itself and 16
+        20.0: 2 / 10,  # only the overflow value 16
+        -1.5: 4 / 10,  # -16, -3, -2.0004
+        -2.0007: 4 / 10,  # -2.0004 shares z's bin [-2.001, -2.000): counted (exactly: 3 / 10)
+        -2.5: 3 / 10,  # -16, -3
+        -20.0: 2 / 10,  # only the underflow value -16
+    }
+    z = np.array(list(cases))
+    np.testing.assert_array_equal(p_from_histogram(z, hist), np.array(list(cases.values())))
+
+
+def test_p_fwe_hand_worked():
+    # docs/methods.md: p_fwe = (1 + #{max_b >= z}) / (1 + B) for z > 0, with the minima and <=
+    # for z < 0; B = 5 here, ties count as reaching z.
+    max_z = [3.0, 1.0, 5.0, 3.0, 2.0]
+    min_z = [-4.0, -0.5, -2.5, -4.0, -1.5]
+    z = np.array([[0.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0],
+                  [-0.2, -1.5, -3.0, -4.0, -5.0, 0.0, np.nan]])
+    expected = np.array([[6, 5, 4, 4, 2, 2, 1],
+                         [6, 5, 3, 3, 1, 6, np.nan]]) / 6
+    np.testing.assert_array_equal(p_fwe(z, max_z, min_z), expected)
+    assert p_fwe(4.0, max_z, min_z) == 2 / 6 and p_fwe(-3.0, max_z, min_z) == 3 / 6
+
+
+def test_cluster_p_fwe_hand_worked():
+    # docs/methods.md: cluster_p_fwe = (1 + #{largest_b >= size}) / (1 + B), B = 5 here.
+    max_cluster = [10, 0, 25, 3, 10]
+    sizes = np.array([0, 1, 3, 4, 10, 11, 25, 26])
+    expected = np.array([6, 5, 5, 4, 4, 2, 2, 1]) / 6
+    np.testing.assert_array_equal(cluster_p_fwe(sizes, max_cluster), expected)
 
 
 def test_p_fwe_matches_brute_force(rng):
@@ -164,7 +205,8 @@ def test_z_threshold_extremes(rng):
     hist = histogram(rng.normal(size=1000))
     assert z_threshold_for_p(hist, 1e-6) == (np.inf, -np.inf)  # unreachable with N = 1000
     z_pos, z_neg = z_threshold_for_p(hist, 1.0)
-    assert 0 < z_pos < 1e-300 and -1e-300 < z_neg < 0
+    tiny = np.nextafter(0.0, 1.0)  # every nonzero z reaches p = 1
+    assert (z_pos, z_neg) == (tiny, -tiny)
     with pytest.raises(ValueError, match="'p'"):
         z_threshold_for_p(hist, 0.0)
 
@@ -284,5 +326,11 @@ def test_null_calibration(rng):
     for alpha, tol in ((0.05, 0.012), (0.01, 0.005)):
         assert abs(np.mean((observed > 0) & (p < alpha)) - alpha) < tol
         assert abs(np.mean((observed < 0) & (p < alpha)) - alpha) < tol
-    # FWE: the observed maximum is one more draw from the distribution of maxima.
-    assert 0.0 < p_fwe(observed.max(), null.max_z, null.min_z) <= 1.0
+    # FWE: the observed maximum is one more draw from the distribution of maxima. The 21
+    # exchangeable maxima (observed + 20 randomizations), each against the other 20, take the
+    # ranks 1/21, ..., 21/21 once each (no ties); the same for the minima.
+    for extremes, observed_extreme in ((null.max_z, observed.max()), (null.min_z, observed.min())):
+        pooled = np.append(extremes, observed_extreme)
+        assert np.unique(pooled).size == 21
+        p = [p_fwe(value, np.delete(pooled, b), np.delete(pooled, b)) for b, value in enumerate(pooled)]
+        np.testing.assert_array_equal(np.sort(p), np.arange(1, 22) / 21)

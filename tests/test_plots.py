@@ -1,4 +1,4 @@
-"""Funnel and meta-regression scatter plots: valid PNGs, axes as the spec describes."""
+"""Funnel and meta-regression scatter plots: valid PNGs, axes as docs/methods.md, sections 8-9, describes."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+from matplotlib.image import imread
 
 from daskmeta.report import plots
-
-pytest.importorskip("matplotlib")
-from matplotlib.image import imread  # noqa: E402
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""DerSimonian-Laird kernel against PyMARE, hand-worked numbers and the spec's formulas."""
+"""DerSimonian-Laird kernel against PyMARE, hand-worked numbers, docs/methods.md section 4."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pymare
 import pytest
+from pymare.estimators import DerSimonianLaird
 from scipy import stats
 
 from daskmeta.stats.random_effects import (
@@ -18,9 +20,6 @@ from daskmeta.stats.random_effects import (
     pool_with_tau2,
     weighted_sums,
 )
-
-pymare = pytest.importorskip("pymare")
-from pymare.estimators import DerSimonianLaird  # noqa: E402
 
 RTOL = 1e-8
 ATOL = 1e-10

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pymare
 import pytest
+import statsmodels.api as sm
+from pymare.estimators import DerSimonianLaird
 
 from daskmeta.stats.random_effects import dersimonian_laird
 from daskmeta.stats.regression import (
@@ -15,10 +18,6 @@ from daskmeta.stats.regression import (
     original_units,
     rescale,
 )
-
-pymare = pytest.importorskip("pymare")
-sm = pytest.importorskip("statsmodels.api")
-from pymare.estimators import DerSimonianLaird  # noqa: E402
 
 RTOL = 1e-8
 ATOL = 1e-10
