@@ -8,15 +8,26 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
+from dataclasses import asdict, replace
 from typing import Any
 
 from daskmeta.analyses.recreate import recreate, studies_hash
+from daskmeta.app.config import (
+    Analysis,
+    CompareAnalysis,
+    Config,
+    MeanAnalysis,
+    MultimodalAnalysis,
+    Preprocess,
+)
 from daskmeta.app.dask_client import cluster_client, compute
+from daskmeta.app.logs import log_to_file
 from daskmeta.io.store import group_attrs, is_complete, write_group
 from daskmeta.model.studyset import StudySet
-from daskmeta.stats.fast_null import DEFAULT_ENGINE
 
-PREPROCESS_DEFAULTS = {"mask": "gray_matter", "fwhm": 20.0, "anisotropy": 1.0, "beta": 1.0}
+#: Preprocessing parameters left out: those of :class:`daskmeta.app.config.Preprocess`.
+PREPROCESS_DEFAULTS = asdict(Preprocess())
 
 
 def preprocess_params(params: dict[str, Any] | None) -> dict[str, Any]:
@@ -47,10 +58,13 @@ def preprocess_to_store(
     scheduler: str | None = None,
     client: Any = None,
     force: bool = False,
+    dashboard_address: str | None = None,
 ) -> bool:
     """Recreate study maps and write them to ``store/studies``.
 
     Returns False when an identical complete group was already there (nothing recomputed).
+    ``dashboard_address`` is that of a LocalCluster started here (default: this machine
+    only, see :func:`daskmeta.app.dask_client.cluster_client`).
     """
     params = preprocess_params(params)
     if not force and studies_up_to_date(store, studies, params):
@@ -63,12 +77,12 @@ def preprocess_to_store(
     if client is not None or scheduler in ("synchronous", "threads"):
         write_group(maps, store, "studies", compute=lambda d: compute(d, client, label))
         return True
-    with cluster_client(scheduler) as new_client:
+    with cluster_client(scheduler, dashboard_address=dashboard_address) as new_client:
         write_group(maps, store, "studies", compute=lambda d: compute(d, new_client, label))
     return True
 
 
-def _analysis_key(settings: dict[str, Any], maps_attrs: dict[str, Any],
+def _analysis_key(settings: MeanAnalysis | CompareAnalysis, maps_attrs: dict[str, Any],
                   threshold_params: dict[str, Any] | None = None) -> str:
     """What an analysis result depends on: its settings, the study maps it read, the
     null's engine and the cluster-forming voxel p of its cluster-extent null."""
@@ -76,8 +90,8 @@ def _analysis_key(settings: dict[str, Any], maps_attrs: dict[str, Any],
     import json
 
     material = {
-        "settings": {k: v for k, v in settings.items() if k != "threshold"},
-        "engine": settings.get("engine", DEFAULT_ENGINE),
+        "settings": {k: v for k, v in asdict(settings).items() if k != "threshold"},
+        "engine": settings.engine,
         "voxel_p": (threshold_params or {}).get("p"),
         "studies_hash": maps_attrs.get("studies_hash"),
         "preprocess": {k: maps_attrs.get(k) for k in ("fwhm", "anisotropy", "beta", "mask")},
@@ -103,7 +117,7 @@ def _computed(store: str | os.PathLike, group: str, key: str, build: Any, label:
 
 def run_analysis(
     name: str,
-    settings: dict[str, Any],
+    settings: MeanAnalysis,
     maps: Any,
     store: str | os.PathLike,
     out: os.PathLike,
@@ -115,50 +129,48 @@ def run_analysis(
     from pathlib import Path
 
     from daskmeta.analyses.leave_one_out import jackknife
-    from daskmeta.analyses.means import DEFAULT_PERMUTATIONS, mean
+    from daskmeta.analyses.means import mean
     from daskmeta.inference.replication import replication, replication_counts
     from daskmeta.report.export import cluster_table, write_analysis, write_jackknife
     from daskmeta.report.publication_bias import publication_bias
 
     key = _analysis_key(settings, dict(maps.attrs), threshold_params)
-    permutations = int(settings.get("permutations", DEFAULT_PERMUTATIONS))
-    common = {"where": settings.get("where"), "studies": settings.get("studies"),
-              "permutations": permutations, "seed": int(settings.get("seed", 0)),
-              "block_size": int(settings.get("block_size", 10))}
+    permutations = settings.permutations
+    common = {"where": settings.where, "studies": _names(settings.studies),
+              "permutations": permutations, "seed": settings.seed, "block_size": settings.block_size}
     result = _computed(
         store, f"analyses/{name}", key,
-        lambda: mean(maps, name=name, voxel_p=float(threshold_params["p"]),
-                     engine=settings.get("engine", DEFAULT_ENGINE), **common),
+        lambda: mean(maps, name=name, voxel_p=float(threshold_params["p"]), engine=settings.engine,
+                     **common),
         f"daskmeta: {name}: random-effects mean, {permutations} randomizations", client, force)
     found, table = cluster_table(result, threshold_params)
     out_dir = Path(out) / name
-    if settings.get("jackknife"):
+    if settings.jackknife:
         runs = _computed(
             store, f"analyses/{name}/jackknife", key,
-            lambda: jackknife(maps, name=f"{name}/jackknife",
-                              engine=settings.get("engine", DEFAULT_ENGINE), **common),
+            lambda: jackknife(maps, name=f"{name}/jackknife", engine=settings.engine, **common),
             f"daskmeta: {name}: leave-one-out jackknife of {result.attrs['n_studies']} studies",
             client, force)
         detail = replication(found.labels, runs, threshold_params["p"], threshold_params["peak_z"],
                              threshold_params["extent"])
         counts = replication_counts(detail, runs.sizes["left_out"])
         table["jackknife"] = table["cluster"].map(counts).fillna("")
-        write_jackknife(runs, detail, out_dir, maps=bool(settings.get("jackknife_maps")))
+        write_jackknife(runs, detail, out_dir, maps=settings.jackknife_maps)
     bias = publication_bias(maps, table, list(result.attrs["studies"]), out_dir, name)
     if len(bias):
         table = table.merge(bias[["cluster", "egger_p"]], on="cluster", how="left")
     else:
         table["egger_p"] = []
-    for regressor in settings.get("regressors", []):
-        run_linear_model(f"{name}/regression_{regressor}", {**settings, "regressor": regressor}, maps,
-                         store, out, threshold_params, client, force, key=key, mean_result=result,
-                         mean_labels=found.labels)
+    for regressor in settings.regressors:
+        run_linear_model(f"{name}/regression_{regressor}", settings, maps, store, out, threshold_params,
+                         client, force, key=key, mean_result=result, mean_labels=found.labels,
+                         regressor=regressor)
     return write_analysis(result, found, table, out_dir, threshold_params)
 
 
 def run_linear_model(
     name: str,
-    settings: dict[str, Any],
+    settings: MeanAnalysis | CompareAnalysis,
     maps: Any,
     store: str | os.PathLike,
     out: os.PathLike,
@@ -168,32 +180,31 @@ def run_linear_model(
     key: str | None = None,
     mean_result: Any = None,
     mean_labels: Any = None,
+    regressor: str | None = None,
 ) -> dict[str, Any]:
     """Compute (or resume) a meta-regression or group comparison and export it.
 
-    ``name`` may be ``MEAN/regression_COLUMN`` for the regressions of a mean analysis: the
-    group is then ``analyses/MEAN/regression_COLUMN`` and the outputs go to
-    ``out/MEAN/regression_COLUMN/``.
+    A comparison's ``settings`` give its two groups; a mean analysis' ``settings`` with
+    ``regressor`` (one of its ``regressors``) give a meta-regression, whose ``name`` is
+    ``MEAN/regression_COLUMN``: the group is then ``analyses/MEAN/regression_COLUMN`` and
+    the outputs go to ``out/MEAN/regression_COLUMN/``.
     """
     from pathlib import Path
 
     from daskmeta.analyses.linear_models import linear_model
-    from daskmeta.analyses.means import DEFAULT_PERMUTATIONS
     from daskmeta.inference.thresholding import HETEROGENEITY_P
     from daskmeta.report.export import write_linear_model
 
     key = key or _analysis_key(settings, dict(maps.attrs), threshold_params)
-    permutations = int(settings.get("permutations", DEFAULT_PERMUTATIONS))
-    regressor = settings.get("regressor")
-    groups = tuple(settings["groups"]) if settings.get("groups") else None
+    permutations = settings.permutations
+    groups = settings.groups if isinstance(settings, CompareAnalysis) else None
     result = _computed(
         store, f"analyses/{name}", key,
         lambda: linear_model(
-            maps, regressor=regressor, groups=groups, where=settings.get("where"),
-            studies=settings.get("studies"), permutations=permutations,
-            seed=int(settings.get("seed", 0)), name=name,
-            block_size=int(settings.get("block_size", 10)), check_p=float(threshold_params["p"]),
-            engine=settings.get("engine", DEFAULT_ENGINE)),
+            maps, regressor=regressor, groups=groups, where=settings.where,
+            studies=_names(settings.studies), permutations=permutations, seed=settings.seed, name=name,
+            block_size=settings.block_size, check_p=float(threshold_params["p"]),
+            engine=settings.engine),
         f"daskmeta: {name}: {'meta-regression on ' + regressor if regressor else 'comparison'}, "
         f"{permutations} randomizations", client, force)
     heterogeneous = None
@@ -207,7 +218,7 @@ def run_linear_model(
 
 
 def run_multimodal(
-    name: str, settings: dict[str, Any], store: str | os.PathLike, out: os.PathLike,
+    name: str, settings: MultimodalAnalysis, store: str | os.PathLike, out: os.PathLike,
     threshold_params: dict[str, Any],
 ) -> dict[str, Any]:
     """The multimodal overlap of two mean analyses already in the store, written and exported."""
@@ -219,7 +230,7 @@ def run_multimodal(
     from daskmeta.io.store import read_group
     from daskmeta.report.export import write_table
 
-    first, second = (read_group(store, f"analyses/{other}") for other in settings["of"])
+    first, second = (read_group(store, f"analyses/{other}") for other in settings.of)
     write_group(multimodal(first, second, name=name), store, f"analyses/{name}")
     result = read_group(store, f"analyses/{name}").compute()
     same, opposite = overlap_tables(result, p=threshold_params["p"], peak_z=threshold_params["peak_z"],
@@ -232,15 +243,38 @@ def run_multimodal(
     return {"clusters": same.table, "opposite": opposite.table, "labels": same.labels, "out": out_dir}
 
 
-def validate_selections(studies: StudySet, analyses: dict[str, dict[str, Any]]) -> None:
+def _names(studies: tuple[str, ...] | None) -> list[str] | None:
+    """An analysis' ``studies`` as the list of names the analyses take (None: all studies)."""
+    return None if studies is None else list(studies)
+
+
+def _chosen_analyses(config: Config, only: list[str] | None, permutations: int | None) -> dict[str, Analysis]:
+    """The analyses of ``config`` to run: those named in ``only`` (all when None), each with
+    ``permutations`` randomizations when given (multimodal overlaps have none)."""
+    from daskmeta.errors import ConfigError
+
+    if permutations is not None and permutations < 1:
+        raise ConfigError(f"--permutations must be >= 1, got {permutations}")
+    unknown = sorted(set(only or ()) - set(config.analyses))
+    if unknown:
+        raise ConfigError(f"--only {', '.join(unknown)}: no such analysis in {config.path}; "
+                          f"its analyses are: {', '.join(config.analyses)}")
+    chosen = {name: settings for name, settings in config.analyses.items() if not only or name in only}
+    if permutations is None:
+        return chosen
+    return {name: settings if isinstance(settings, MultimodalAnalysis)
+            else replace(settings, permutations=permutations) for name, settings in chosen.items()}
+
+
+def validate_selections(studies: StudySet, analyses: Mapping[str, Analysis]) -> None:
     """Check what every analysis selects before any heavy work starts."""
     import pandas as pd
 
     from daskmeta.errors import ConfigError
 
-    def selected(name: str, where: str | None, names: list[str] | None, minimum: int) -> StudySet:
+    def selected(name: str, where: str | None, names: tuple[str, ...] | None, minimum: int) -> StudySet:
         try:
-            chosen = studies.select(where, names)
+            chosen = studies.select(where, _names(names))
         except ValueError as exc:
             raise ConfigError(f"analysis '{name}': {exc}") from exc
         if len(chosen) < minimum:
@@ -249,15 +283,15 @@ def validate_selections(studies: StudySet, analyses: dict[str, dict[str, Any]]) 
         return chosen
 
     for name, settings in analyses.items():
-        kind = settings.get("type", "mean")
-        if kind == "multimodal":
+        if isinstance(settings, MultimodalAnalysis):
             continue
-        minimum = 3 if settings.get("jackknife") or settings.get("regressors") else 2
-        chosen = selected(name, settings.get("where"), settings.get("studies"), minimum)
-        for group in settings.get("groups", []):
-            query = f"({settings['where']}) and ({group})" if settings.get("where") else group
-            selected(f"{name}' group '{group}", query, settings.get("studies"), 2)
-        for column in settings.get("regressors", []):
+        mean = isinstance(settings, MeanAnalysis)
+        minimum = 3 if mean and (settings.jackknife or settings.regressors) else 2
+        chosen = selected(name, settings.where, settings.studies, minimum)
+        for group in settings.groups if isinstance(settings, CompareAnalysis) else ():
+            query = f"({settings.where}) and ({group})" if settings.where else group
+            selected(f"{name}' group '{group}", query, settings.studies, 2)
+        for column in settings.regressors if mean else ():
             if column not in chosen.studies:
                 raise ConfigError(f"analysis '{name}': regressor '{column}' is not a study column "
                                   f"({', '.join(map(str, chosen.studies.columns))})")
@@ -273,39 +307,37 @@ def run_config(
     force: bool = False,
     only: list[str] | None = None,
     permutations: int | None = None,
+    dashboard_address: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run a whole meta-analysis project from its configuration file.
 
     Preprocesses (or reuses) the study maps, then computes (or resumes) each analysis and
-    exports its maps, cluster table and report under ``out/<analysis>/``.
+    exports its maps, cluster table and report under ``out/<analysis>/``. Dask's logs go
+    to ``out/daskmeta.log`` (:func:`daskmeta.app.logs.log_to_file`); ``dashboard_address``
+    is that of a LocalCluster started here.
     """
     from daskmeta.app.config import load_config
     from daskmeta.io import load_studies
     from daskmeta.io.store import read_group
 
     config = load_config(config_path)
+    analyses = _chosen_analyses(config, only, permutations)
     studies = load_studies(config.studies)
     print(f"daskmeta: {studies!r}", file=sys.stderr)
-    analyses = {name: dict(settings) for name, settings in config.analyses.items()
-                if not only or name in only}
-    if permutations is not None:
-        for settings in analyses.values():
-            settings["permutations"] = permutations
     validate_selections(studies, analyses)
     outputs = {}
-    with cluster_client(scheduler) as client:
-        preprocess_to_store(studies, config.store, config.preprocess, client=client,
+    with log_to_file(config.out), cluster_client(scheduler, dashboard_address=dashboard_address) as client:
+        preprocess_to_store(studies, config.store, asdict(config.preprocess), client=client,
                             scheduler=scheduler, force=force)
         maps = read_group(config.store, "studies")
-        order = sorted(analyses, key=lambda n: analyses[n].get("type", "mean") == "multimodal")
+        order = sorted(analyses, key=lambda n: isinstance(analyses[n], MultimodalAnalysis))
         for name in order:
             settings = analyses[name]
-            threshold_params = settings.get("threshold", config.threshold)
-            kind = settings.get("type", "mean")
-            if kind == "mean":
+            threshold_params = asdict(settings.threshold)
+            if isinstance(settings, MeanAnalysis):
                 outputs[name] = run_analysis(name, settings, maps, config.store, config.out,
                                              threshold_params, client=client, force=force)
-            elif kind == "compare":
+            elif isinstance(settings, CompareAnalysis):
                 outputs[name] = run_linear_model(name, settings, maps, config.store, config.out,
                                                  threshold_params, client=client, force=force)
             else:
@@ -317,7 +349,8 @@ def run_config(
 
 
 def run_sweep(
-    config_path: str | os.PathLike, scheduler: str | None = None, force: bool = False
+    config_path: str | os.PathLike, scheduler: str | None = None, force: bool = False,
+    dashboard_address: str | None = None,
 ) -> dict[str, Any]:
     """Run a sensitivity sweep from its configuration: variants to the store, stability tables.
 
@@ -341,14 +374,14 @@ def run_sweep(
     from daskmeta.report.plots import stability_plot
 
     config = load_config(config_path)
-    if not config.sweep:
+    if config.sweep is None:
         raise ConfigError(f"{config.path}: no 'sweep' section (use `daskmeta run` for analyses)")
     studies = load_studies(config.studies)
     print(f"daskmeta: {studies!r}", file=sys.stderr)
-    preprocess = preprocess_params(config.preprocess)
-    sweep = config.sweep
+    preprocess = preprocess_params(asdict(config.preprocess))
+    sweep = config.sweep.as_dict()
     try:
-        variants = plan(studies, sweep, preprocess, config.threshold)
+        variants = plan(studies, sweep, preprocess, asdict(config.threshold))
     except ValueError as exc:
         raise ConfigError(f"{config.path}: {exc}") from exc
     name, group = sweep["name"], f"sweeps/{sweep['name']}"
@@ -357,7 +390,7 @@ def run_sweep(
           f"kernel(s), {variants['analysis_key'].nunique()} pooled analyses", file=sys.stderr)
     from daskmeta.analyses.sweep import run_sweep_to_store
 
-    with cluster_client(scheduler) as client:
+    with log_to_file(config.out), cluster_client(scheduler, dashboard_address=dashboard_address) as client:
         maps = sweep_maps(studies, variants, sweep, preprocess, name)
         run_sweep_to_store(maps, config.store, group, key, client=client, force=force)
     result = read_group(config.store, group).compute()
