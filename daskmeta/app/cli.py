@@ -31,6 +31,16 @@ SchedulerOption = Annotated[
     ),
 ]
 
+DashboardOption = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional here
+    typer.Option(
+        "--dashboard-address",
+        help="HOST:PORT of a new LocalCluster's dashboard; default 127.0.0.1:8787 (this "
+        "machine only: use an SSH tunnel from elsewhere). 0.0.0.0:8787 exposes it on every "
+        "interface.",
+    ),
+]
+
 
 def _fail(message: str, code: int = 2) -> None:
     typer.secho(f"daskmeta: error: {message}", fg=typer.colors.RED, err=True)
@@ -80,17 +90,23 @@ def preprocess(
     anisotropy: Annotated[float, typer.Option(help="0 = isotropic, 1 = fully anisotropic")] = 1.0,
     mask: Annotated[str, typer.Option(help="gray_matter, white_matter or brain")] = "gray_matter",
     scheduler: SchedulerOption = None,
+    dashboard_address: DashboardOption = None,
 ) -> None:
-    """Recreate every study's effect-size maps and write them to STORE/studies."""
+    """Recreate every study's effect-size maps and write them to STORE/studies.
+
+    Dask's logs go to daskmeta.log beside a local store (else in the current folder).
+    """
+    from daskmeta.app.logs import log_to_file
     from daskmeta.app.workflow import preprocess_to_store
     from daskmeta.io import load_studies
 
     study_set = load_studies(studies)
     typer.echo(f"daskmeta: {study_set!r}", err=True)
-    preprocess_to_store(
-        study_set, store, {"fwhm": fwhm, "anisotropy": anisotropy, "mask": mask},
-        scheduler=scheduler, force=True,
-    )
+    with log_to_file(Path(store).parent if "://" not in store else Path.cwd()):
+        preprocess_to_store(
+            study_set, store, {"fwhm": fwhm, "anisotropy": anisotropy, "mask": mask},
+            scheduler=scheduler, force=True, dashboard_address=dashboard_address,
+        )
     typer.echo(f"daskmeta: study maps written to {store}/studies")
 
 
@@ -139,11 +155,16 @@ def run(
     only: Annotated[Optional[list[str]], typer.Option(help="Run only these analyses")] = None,  # noqa: UP045
     permutations: Annotated[Optional[int], typer.Option(help="Override every analysis' randomizations")] = None,  # noqa: UP045,E501
     force: Annotated[bool, typer.Option(help="Recompute even what is complete in the store")] = False,
+    dashboard_address: DashboardOption = None,
 ) -> None:
-    """Run a whole meta-analysis project: preprocess, every analysis, thresholds, exports."""
+    """Run a whole meta-analysis project: preprocess, every analysis, thresholds, exports.
+
+    Dask's logs go to daskmeta.log in the configuration's output folder.
+    """
     from daskmeta.app.workflow import run_config
 
-    outputs = run_config(config, scheduler=scheduler, force=force, only=only, permutations=permutations)
+    outputs = run_config(config, scheduler=scheduler, force=force, only=only, permutations=permutations,
+                         dashboard_address=dashboard_address)
     for name, output in outputs.items():
         typer.echo(f"{name}: {output['out']}")
 
@@ -154,14 +175,23 @@ def demo(
     scheduler: SchedulerOption = None,
     permutations: Annotated[Optional[int], typer.Option(help="Override the randomizations")] = None,  # noqa: UP045
     force: Annotated[bool, typer.Option(help="Recompute even what is complete in the store")] = False,
+    dashboard_address: DashboardOption = None,
 ) -> None:
-    """Run the bundled chronic-low-back-pain example (examples/clbp/analysis.yaml)."""
-    from daskmeta.app.workflow import run_config
+    """Run the bundled chronic-low-back-pain example, writing under ./zarr_store and ./results.
 
-    config = Path("examples/clbp/analysis.yaml")
-    if not config.exists():
-        _fail(f"{config} not found: run `daskmeta demo` from the root of the daskmeta repository")
-    outputs = run_config(config, scheduler=scheduler, force=force, permutations=permutations)
+    The example ships with daskmeta (:mod:`daskmeta.datasets`), so this runs from any
+    directory: its studies are read from the package, its store and outputs are written
+    relative to the working directory (``zarr_store/clbp.zarr``, ``results/clbp``).
+    """
+    import dataclasses
+
+    from daskmeta.app.config import load_config
+    from daskmeta.app.workflow import run_config
+    from daskmeta.datasets import clbp_config, clbp_folder
+
+    config = dataclasses.replace(load_config(clbp_config()), studies=clbp_folder())
+    outputs = run_config(config, scheduler=scheduler, force=force, permutations=permutations,
+                         dashboard_address=dashboard_address)
     for name, output in outputs.items():
         typer.echo(f"{name}: {output['out']}")
 
@@ -172,11 +202,12 @@ def sweep(
     config: Annotated[Path, typer.Argument(help="Sweep configuration (YAML with a 'sweep' section)")],
     scheduler: SchedulerOption = None,
     force: Annotated[bool, typer.Option(help="Recompute even the variants complete in the store")] = False,
+    dashboard_address: DashboardOption = None,
 ) -> None:
     """Run a sensitivity sweep: every variant as one graph, then the cluster stability table."""
     from daskmeta.app.workflow import run_sweep
 
-    output = run_sweep(config, scheduler=scheduler, force=force)
+    output = run_sweep(config, scheduler=scheduler, force=force, dashboard_address=dashboard_address)
     typer.echo(f"sweep: {output['out']}")
 
 

@@ -302,25 +302,25 @@ def validate_selections(studies: StudySet, analyses: Mapping[str, Analysis]) -> 
 
 
 def run_config(
-    config_path: str | os.PathLike,
+    config_path: str | os.PathLike | Config,
     scheduler: str | None = None,
     force: bool = False,
     only: list[str] | None = None,
     permutations: int | None = None,
     dashboard_address: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run a whole meta-analysis project from its configuration file.
+    """Run a whole meta-analysis project from its configuration (a file, or a loaded ``Config``).
 
     Preprocesses (or reuses) the study maps, then computes (or resumes) each analysis and
     exports its maps, cluster table and report under ``out/<analysis>/``. Dask's logs go
     to ``out/daskmeta.log`` (:func:`daskmeta.app.logs.log_to_file`); ``dashboard_address``
     is that of a LocalCluster started here.
     """
-    from daskmeta.app.config import load_config
+    from daskmeta.app.config import Config, load_config
     from daskmeta.io import load_studies
     from daskmeta.io.store import read_group
 
-    config = load_config(config_path)
+    config = config_path if isinstance(config_path, Config) else load_config(config_path)
     analyses = _chosen_analyses(config, only, permutations)
     studies = load_studies(config.studies)
     print(f"daskmeta: {studies!r}", file=sys.stderr)
