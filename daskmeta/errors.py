@@ -7,6 +7,29 @@ field so the user can fix the input without guessing.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+
+def plain(value: Any) -> Any:
+    """``value`` with NumPy scalars and arrays made Python ones, for messages.
+
+    ``f"got {plain(x)!r}"`` prints ``got -3.2`` where ``x`` is ``np.float64(-3.2)``, and
+    ``[1, 2]`` for an array or a list of NumPy integers; strings keep their quotes.
+    """
+    if hasattr(value, "dtype") and hasattr(value, "tolist"):  # NumPy (or pandas) values
+        if getattr(value, "ndim", 1) == 0:
+            # str() of a float32 is its shortest repr: 0.1, not 0.10000000149011612
+            return float(str(value)) if value.dtype.kind == "f" else value.item()
+        return [plain(item) for item in value]
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(plain(item) for item in value)
+    if isinstance(value, set | frozenset):
+        return sorted((plain(item) for item in value), key=str)
+    if isinstance(value, dict):
+        return {plain(key): plain(item) for key, item in value.items()}
+    return value
 
 
 class DaskmetaError(Exception):

@@ -1,4 +1,4 @@
-"""Extraction at peaks, Egger's test and funnel plots per cluster (spec section 9)."""
+"""Extraction at peaks, Egger's test and funnel plots per cluster (docs/methods.md, section 9)."""
 
 import dask
 import dask.array as da

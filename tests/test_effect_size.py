@@ -14,7 +14,7 @@ from daskmeta.stats.effect_size import (
 
 
 def test_worked_example_from_spec():
-    # spec section 2: t = 4, n1 = n2 = 20
+    # docs/methods.md, section 2: t = 4, n1 = n2 = 20
     assert degrees_of_freedom(20, 20) == 38
     assert hedges_j(38) == pytest.approx(0.980110, abs=5e-7)
     g = hedges_g(4.0, 20, 20)

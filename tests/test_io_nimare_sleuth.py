@@ -1,4 +1,4 @@
-"""NiMARE dataset JSON and Sleuth text readers (spec section 1, *Other readers*)."""
+"""NiMARE dataset JSON and Sleuth text readers (docs/methods.md, section 1.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SDM folder reader: sdm_table.txt + STUDY.SOFTWARE_SPACE.txt peak files (spec section 1)."""
+"""SDM folder reader: sdm_table.txt + STUDY.SOFTWARE_SPACE.txt peak files (docs/methods.md, section 1)."""
 
 from __future__ import annotations
 

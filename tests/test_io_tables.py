@@ -1,4 +1,4 @@
-"""Native reader: studies.tsv + peaks.tsv (spec section 1, *Other readers*)."""
+"""Native reader: studies.tsv + peaks.tsv (docs/methods.md, section 1.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Leave-one-out jackknife of a mean analysis as one graph (spec section 7).
+"""Leave-one-out jackknife of a mean analysis as one graph (docs/methods.md, section 7).
 
 All k leave-one-out analyses share one graph with a leading ``left_out`` dimension: the
 observed runs come from :func:`daskmeta.stats.jackknife.leave_one_out` per voxel chunk,

@@ -1,4 +1,4 @@
-"""Multimodal overlap of two mean analyses (spec section 9), lazy over voxels.
+"""Multimodal overlap of two mean analyses (docs/methods.md, section 10), lazy over voxels.
 
 Composes the kernel :func:`daskmeta.stats.multimodal.multimodal_p` with
 ``xarray.apply_ufunc(..., dask="parallelized")``: one task per voxel chunk, each reading the
@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from daskmeta import __version__
+from daskmeta.io.nifti import with_mask
 from daskmeta.stats.multimodal import DEFAULT_LEVEL, MultimodalP, multimodal_p
 
 __all__ = ["METHOD", "multimodal"]
@@ -71,7 +72,7 @@ def multimodal(a: xr.Dataset, b: xr.Dataset, name: str = "multimodal") -> xr.Dat
     At each voxel the two one-tailed randomization p-values are made conservative (the upper
     95% Clopper-Pearson bound of each null count) and combined by the union bound
     ``p_mm = p_a + p_b - p_a * p_b``, the probability that at least one of the two findings is
-    a false positive (spec section 9; :func:`daskmeta.stats.multimodal.multimodal_p`). The
+    a false positive (docs/methods.md, section 10; :func:`daskmeta.stats.multimodal.multimodal_p`). The
     height of the overlap is the smaller ``|z|``.
 
     Parameters
@@ -140,6 +141,6 @@ def multimodal(a: xr.Dataset, b: xr.Dataset, name: str = "multimodal") -> xr.Dat
         "permutations": [int(r.attrs.get("permutations", -1)) for r in (a, b)],
         "daskmeta_version": __version__,
     }
-    return result
+    return with_mask(result)
 
 

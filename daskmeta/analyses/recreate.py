@@ -13,9 +13,10 @@ import pandas as pd
 import xarray as xr
 
 from daskmeta import __version__
-from daskmeta.errors import DaskmetaWarning
+from daskmeta.errors import DaskmetaWarning, plain
+from daskmeta.io.nifti import with_mask
 from daskmeta.model.grid import MaskName, load_mask, mm_to_ijk, templates, tissue_probabilities
-from daskmeta.model.studyset import StudySet
+from daskmeta.model.studyset import StudySet, peak_lines
 from daskmeta.stats.effect_size import hedges_g
 from daskmeta.stats.peak_kernel import lattice_graph
 from daskmeta.stats.recreation import MAP_NAMES, recreate_study
@@ -109,7 +110,7 @@ def recreate(
     mask : {'gray_matter', 'white_matter', 'brain'}
         The analysis mask; maps are vectors over its voxels.
     beta : float
-        Weight of tissue changes in the anisotropic distance (spec section 3).
+        Weight of tissue changes in the anisotropic distance (docs/methods.md, section 3.3).
     voxel_chunk : int
         Voxels per chunk of the returned arrays.
 
@@ -128,9 +129,9 @@ def recreate(
     if len(studies) == 0:
         raise ValueError("no studies to recreate")
     if not 0 <= anisotropy <= 1:
-        raise ValueError(f"anisotropy must be in [0, 1]; {anisotropy!r} was provided")
+        raise ValueError(f"anisotropy must be in [0, 1]; {plain(anisotropy)!r} was provided")
     if fwhm <= 0:
-        raise ValueError(f"fwhm must be > 0 mm; {fwhm!r} was provided")
+        raise ValueError(f"fwhm must be > 0 mm; {plain(fwhm)!r} was provided")
     grid_mask = load_mask(mask)
     n_voxels = grid_mask.n_voxels
     stacks = []
@@ -139,9 +140,11 @@ def recreate(
         ijk = mm_to_ijk(peaks[["x", "y", "z"]].to_numpy()) if len(peaks) else np.empty((0, 3), int)
         outside = grid_mask.lookup[tuple(ijk.T)] < 0 if len(peaks) else np.array([], bool)
         if outside.any():
+            where = peak_lines(peaks[outside])
             warnings.warn(
-                f"study {row.study!r}: {int(outside.sum())} peak(s) outside the {mask} mask "
-                f"(kept; their kernels still reach the mask)", DaskmetaWarning, stacklevel=2,
+                f"study {plain(row.study)!r}: {int(outside.sum())} peak(s) outside the {mask} mask "
+                f"(kept; their kernels still reach the mask)" + (f": {where}" if where else ""),
+                DaskmetaWarning, stacklevel=2,
             )
         task = dask.delayed(_recreate_task, pure=True)(
             ijk, peaks["t"].to_numpy(dtype=np.float64), float(row.n1), float(row.n2),
@@ -158,8 +161,8 @@ def recreate(
         "mask": mask, "n_voxels": n_voxels, "kernel": KERNEL_NAME,
         "studies_hash": studies_hash(studies), "daskmeta_version": __version__,
     }
-    return xr.Dataset(
+    return with_mask(xr.Dataset(
         data_vars,
         coords={"study": studies.names, **study_coords(studies.studies), **voxel_coords(mask)},
         attrs=attrs,
-    )
+    ))

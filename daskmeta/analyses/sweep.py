@@ -25,6 +25,7 @@ import pandas as pd
 import xarray as xr
 
 from daskmeta import __version__
+from daskmeta.io.nifti import with_mask
 from daskmeta.model.studyset import StudySet, query_studies
 
 #: Threshold parameters (applied after pooling; variants differing only here share maps).
@@ -133,13 +134,14 @@ def sweep_maps(studies: StudySet, variants: pd.DataFrame, sweep: dict[str, Any],
     coords = {column: ("variant", variants[column].to_numpy())
               for column in variants.columns if column != "variant"}
     first = next(iter(kernels.values()))
-    return xr.Dataset(data, coords={"variant": variants["variant"].to_numpy(), **coords},
-                      attrs={"type": "sweep", "name": name, "mask": preprocess["mask"],
-                             "permutations": int(analysis.get("permutations", 50)),
-                             "where": analysis.get("where") or "", "n_variants": len(variants),
-                             "n_analyses": len(unique), "n_kernels": len(kernels),
-                             "studies_hash": first.attrs["studies_hash"],
-                             "daskmeta_version": __version__})
+    result = xr.Dataset(data, coords={"variant": variants["variant"].to_numpy(), **coords},
+                        attrs={"type": "sweep", "name": name, "mask": preprocess["mask"],
+                               "permutations": int(analysis.get("permutations", 50)),
+                               "where": analysis.get("where") or "", "n_variants": len(variants),
+                               "n_analyses": len(unique), "n_kernels": len(kernels),
+                               "studies_hash": first.attrs["studies_hash"],
+                               "daskmeta_version": __version__})
+    return with_mask(result)
 
 
 def run_sweep_to_store(maps: xr.Dataset, store: str | os.PathLike, group: str, key: str,

@@ -17,6 +17,11 @@ from typing import Any
 import dask
 
 LOCAL_SCHEDULERS = ("synchronous", "threads", "processes")
+#: Where a new LocalCluster's scheduler listens: this machine only.
+LOCAL_HOST = "127.0.0.1"
+#: Where a new LocalCluster serves its dashboard unless told otherwise: this machine only
+#: (reach it from elsewhere through an SSH tunnel, see README.md).
+DASHBOARD_ADDRESS = f"{LOCAL_HOST}:8787"
 
 
 def say(message: str) -> None:
@@ -29,7 +34,7 @@ def cluster_client(
     n_workers: int | None = None,
     threads_per_worker: int = 1,
     memory_limit: str | float | None = None,
-    dashboard_address: str = ":8787",
+    dashboard_address: str | None = None,
     quiet: bool = False,
     security: Any = None,
 ) -> Iterator[Any]:
@@ -45,8 +50,10 @@ def cluster_client(
         Threads per LocalCluster worker (1: the kernels are single-threaded NumPy).
     memory_limit : optional
         Per-worker memory limit of a new LocalCluster (default: machine memory / workers).
-    dashboard_address : str
-        Where a new LocalCluster serves its dashboard (another port is taken if busy).
+    dashboard_address : str, optional
+        Where a new LocalCluster serves its dashboard, ``HOST:PORT`` (another port is
+        taken if busy); default :data:`DASHBOARD_ADDRESS`, this machine only.
+        ``0.0.0.0:8787`` serves it on every interface.
     security : distributed.Security, optional
         TLS credentials for a ``tls://`` scheduler; default: from the Dask configuration
         (``distributed.comm.tls.*``, e.g. via ``DASK_CONFIG``), see ``deploy/README.md``.
@@ -70,7 +77,8 @@ def cluster_client(
     workers = n_workers or max(1, os.cpu_count() or 1)
     cluster = LocalCluster(
         n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-        memory_limit=memory_limit or "auto", dashboard_address=dashboard_address,
+        memory_limit=memory_limit or "auto", host=LOCAL_HOST,
+        dashboard_address=dashboard_address or DASHBOARD_ADDRESS,
     )
     client = Client(cluster)
     if not quiet:

@@ -18,7 +18,7 @@ label (label 0) are called :data:`UNDEFINED`.
 References
 ----------
 Albajes-Eizagirre A, et al. Voxel-based meta-analysis via permutation of subject images
-(PSI). NeuroImage 2019;186:174-184 (cluster breakdown tables, spec section 6).
+(PSI). NeuroImage 2019;186:174-184 (cluster breakdown tables); docs/methods.md, section 6.
 """
 
 from __future__ import annotations
@@ -246,7 +246,7 @@ def breakdown(
     atlas : Atlas
         From :func:`load_atlas`.
     min_voxels : int, default 10
-        Regions with fewer voxels are not listed (spec section 6). Voxels outside every
+        Regions with fewer voxels are not listed (docs/methods.md, section 6). Voxels outside every
         region are listed as :data:`UNDEFINED` under the same rule.
 
     Returns

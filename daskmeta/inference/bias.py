@@ -35,6 +35,7 @@ import xarray as xr
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 
+from daskmeta.errors import plain
 from daskmeta.model.grid import Mask, in_grid, load_mask, mm_to_ijk
 
 __all__ = ["EGGER_COLUMNS", "EGGER_P", "MIN_STUDIES_EGGER", "Funnel", "egger_at_peaks", "extract"]
@@ -89,7 +90,7 @@ def _study_positions(maps: xr.Dataset, studies: Sequence[str] | None) -> NDArray
     if studies is None:
         return np.arange(len(names))
     if isinstance(studies, str):
-        raise TypeError(f"'studies' must be a list of study names, not a string; got {studies!r}.")
+        raise TypeError(f"'studies' must be a list of study names, not a string; got {plain(studies)!r}.")
     studies = [str(name) for name in studies]
     duplicated = sorted({name for name in studies if studies.count(name) > 1})
     if duplicated:
@@ -348,10 +349,10 @@ def egger_at_peaks(
     References
     ----------
     Egger et al. (1997), BMJ 315:629; Sterne et al. (2011), BMJ 343:d4002; docs/methods.md,
-    "Publication bias".
+    section 9.
     """
     if isinstance(studies, str) or studies is None:
-        raise TypeError(f"'studies' must be a list of study names; got {studies!r}.")
+        raise TypeError(f"'studies' must be a list of study names; got {plain(studies)!r}.")
     peaks = _cluster_peaks(clusters)
     if len(peaks) == 0:
         return _empty_egger_table(), []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import xarray as xr
 
+from daskmeta.errors import plain
 from daskmeta.inference.thresholding import EXTENT, PEAK_Z, VOXEL_P, Thresholded, threshold
 
 
@@ -14,9 +15,9 @@ def overlap_tables(
     extent: int = EXTENT,
     atlas: bool = True,
 ) -> tuple[Thresholded, Thresholded]:
-    """Clusters of a multimodal overlap, same-direction and opposite-direction (spec section 9).
+    """Clusters of a multimodal overlap, same-direction and opposite-direction (docs/methods.md, section 10).
 
-    Thresholded like a mean map (spec section 6): voxels with ``p_mm < p``, clusters of at
+    Thresholded like a mean map (docs/methods.md, section 6): voxels with ``p_mm < p``, clusters of at
     least ``extent`` voxels whose peak smaller-``|z|`` reaches ``peak_z``.
 
     Parameters
@@ -44,7 +45,7 @@ def overlap_tables(
         raise TypeError(f"result must be an xarray.Dataset; {type(result).__name__} was provided")
     if result.attrs.get("type") != "multimodal":
         raise ValueError(f"result must come from daskmeta.analyses.overlap.multimodal() (attrs['type'] "
-                         f"'multimodal'); {result.attrs.get('type')!r} was provided")
+                         f"'multimodal'); {plain(result.attrs.get('type'))!r} was provided")
     values = result[["z", "p", "z_opposite", "p_opposite"]].compute()  # one pass over the graph
     same = xr.Dataset({"z": values["z"], "p": values["p"]}, attrs=result.attrs)
     opposite = xr.Dataset({"z": values["z_opposite"], "p": values["p_opposite"]}, attrs=result.attrs)

@@ -2,7 +2,7 @@
 
 A cluster of the main analysis is replicated by a run (a leave-one-out jackknife run, a
 sweep variant) that has a significant cluster of the same direction overlapping it by at
-least one voxel (docs/methods.md, "Leave-one-out jackknife").
+least one voxel (docs/methods.md, section 7).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def replication(
     """In which leave-one-out runs each main-analysis cluster is found again.
 
     A cluster is replicated by a run that has a significant cluster of the same direction
-    overlapping it by at least one voxel (spec section 7, chosen here).
+    overlapping it by at least one voxel (docs/methods.md, section 7, chosen here).
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """Threshold a voxel-wise result into clusters, peaks and the clusters table.
 
-The rules are SDM's defaults (spec section 6): voxels with ``p < 0.005`` (one-tailed, of
+The rules are SDM's defaults (docs/methods.md, section 6): voxels with ``p < 0.005`` (one-tailed, of
 z's own sign) in each direction separately, 26-connected clusters of at least 10 voxels
 whose peak has ``|SDM-Z| >= 1``; each cluster reported by its maximum and local maxima at
 least 8 mm apart, with its voxels counted per AAL region and Brodmann area (regions with
@@ -28,6 +28,7 @@ import pandas as pd
 import xarray as xr
 from numpy.typing import NDArray
 
+from daskmeta.errors import plain
 from daskmeta.model.grid import MASK_NAMES, Mask, ijk_to_mm, load_mask
 from daskmeta.stats.labelling import MIN_PEAK_DISTANCE_MM, find_peaks, label_clusters
 
@@ -35,7 +36,7 @@ from daskmeta.stats.labelling import MIN_PEAK_DISTANCE_MM, find_peaks, label_clu
 VOXEL_P = 0.005
 PEAK_Z = 1.0
 EXTENT = 10
-#: Spec section 4 [C]: a peak is flagged heterogeneous when the Q test p is below this.
+#: docs/methods.md, section 4 (chosen here): a peak is flagged heterogeneous when the Q test p is below this.
 HETEROGENEITY_P = 0.005
 
 #: Columns of every clusters table, in order; ``i2`` and ``p_fwe`` follow ``region`` when
@@ -139,9 +140,9 @@ def _validate(p: float, peak_z: float, extent: int, atlas: bool) -> None:
     if not (np.isfinite(peak_z) and peak_z >= 0):
         raise ValueError(f"peak_z must be a finite number >= 0; {peak_z} was provided")
     if isinstance(extent, bool) or not isinstance(extent, int | np.integer) or extent < 1:
-        raise ValueError(f"extent must be an integer >= 1 (voxels); {extent!r} was provided")
+        raise ValueError(f"extent must be an integer >= 1 (voxels); {plain(extent)!r} was provided")
     if not isinstance(atlas, bool):
-        raise TypeError(f"atlas must be True or False; {atlas!r} was provided")
+        raise TypeError(f"atlas must be True or False; {plain(atlas)!r} was provided")
 
 
 def threshold(
@@ -182,7 +183,7 @@ def threshold(
 
     Notes
     -----
-    ``heterogeneity`` is ``p_q < 0.005`` at the peak (spec section 4 [C]); False when the
+    ``heterogeneity`` is ``p_q < 0.005`` at the peak (docs/methods.md, section 4, chosen here); False when the
     result has no ``p_q``. ``i2`` and ``p_fwe`` are the values at the peak voxel.
     """
     if not isinstance(result, xr.Dataset):
@@ -257,7 +258,7 @@ def replicated(reference: NDArray, labels: NDArray) -> dict[int, bool]:
 
     Both are signed voxel labels (+id positive, -id negative, 0 none), as
     :attr:`Thresholded.labels`. A reference cluster is found again when ``labels`` has a
-    cluster of the same sign overlapping it by at least one voxel (spec section 7, chosen
+    cluster of the same sign overlapping it by at least one voxel (docs/methods.md, section 7, chosen
     here). Keys are the signed reference labels, in order of ``abs``.
     """
     clusters = sorted({int(label) for label in np.unique(reference) if label != 0}, key=abs)

@@ -1,7 +1,7 @@
 """Readers of study sets: SDM folders, native tables, NiMARE JSON and Sleuth text.
 
 Every reader returns a :class:`~daskmeta.model.studyset.StudySet` with coordinates in SPM-MNI mm
-and a signed t per peak (spec section 1); bad input raises
+and a signed t per peak (docs/methods.md, section 1); bad input raises
 :class:`~daskmeta.errors.InputError` naming the file, line and field, and documented
 fill-ins emit :class:`~daskmeta.errors.DaskmetaWarning`. Readers never write files.
 """

@@ -2,8 +2,8 @@
 
 Every reader turns its input into a study table (strings, with the 1-based line of each
 row in ``_line``) and a list of raw peaks (coordinates and statistic as reported, with
-their file and line), then calls :func:`assemble`, which applies the rules of spec
-section 1 once for all formats:
+their file and line), then calls :func:`assemble`, which applies the rules of
+docs/methods.md, section 1, once for all formats:
 
 - degrees of freedom ``n1 + n2 - 2`` or ``n1 - 1``; z -> t and one-tailed p -> t;
 - missing ``t_thr`` from ``p_thr``, else the smallest ``|t|`` among the study's peaks of
@@ -16,6 +16,7 @@ Readers never write files.
 
 from __future__ import annotations
 
+import codecs
 import re
 import sys
 import warnings
@@ -26,10 +27,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from daskmeta.errors import DaskmetaWarning, InputError
+from daskmeta.errors import DaskmetaWarning, InputError, plain
 from daskmeta.model.coordinates import SPACE_TOKENS, to_spm_mni
 from daskmeta.model.grid import GRID_AFFINE, GRID_SHAPE, in_grid, mm_to_ijk
-from daskmeta.model.studyset import PEAK_COLUMNS, STUDY_COLUMNS, StudySet, validate
+from daskmeta.model.studyset import PEAK_COLUMNS, STUDY_COLUMNS, StudySet, peak_lines, validate
 from daskmeta.stats.effect_size import degrees_of_freedom, t_from_p, t_from_z
 
 #: Cell texts read as a missing value (compared case-insensitively).
@@ -38,7 +39,7 @@ MISSING = frozenset({"", "na", "nan", "n/a"})
 RESERVED = ("study", "n1", "n2", "t_thr", "p_thr", "peak_stat")
 #: Kinds of peak statistic: t, z or one-tailed p.
 STAT_TYPES = ("t", "z", "p")
-#: Uncorrected p giving ``t_thr`` of a study with neither threshold nor peaks [C].
+#: Uncorrected p of ``t_thr`` without threshold or peaks (chosen here; docs/methods.md, section 1.4).
 DEFAULT_P_THR = 0.001
 #: Columns of the raw peak records readers hand to :func:`assemble`.
 RAW_PEAK_KEYS = (
@@ -79,7 +80,28 @@ def parse_number(
     hint = ""
     if isinstance(value, str) and _DECIMAL_COMMA.fullmatch(value.strip()):
         hint = "; use '.' as the decimal separator"
-    raise InputError(f"expected {expected}, got {value!r}{hint}", path, line, field)
+    raise InputError(f"expected {expected}, got {plain(value)!r}{hint}", path, line, field)
+
+
+def read_text(path: str | Path) -> str:
+    """The text of a UTF-8 file (a byte-order mark is dropped).
+
+    Raises
+    ------
+    InputError
+        If the file is not UTF-8 text, naming the file, the line of the first byte that
+        cannot be decoded and that byte.
+    """
+    data = Path(path).read_bytes().removeprefix(codecs.BOM_UTF8)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InputError(
+            f"not UTF-8 text: byte 0x{data[exc.start]:02x} at column {column} cannot be decoded; "
+            "save the file as UTF-8 (plain text)", path, line, None,
+        ) from exc
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -91,7 +113,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     ``table.attrs["header_line"]``.
     """
     path = Path(path)
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    lines = read_text(path).splitlines()
     header_at = next((i for i, text in enumerate(lines) if text.strip()), None)
     if header_at is None:
         raise InputError("the table is empty; expected a tab-separated header row "
@@ -106,7 +128,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
             raise InputError(f"column {position + 1} of the header has no name",
                              path, header_at + 1, f"column {position + 1}")
         if header.index(name) != position:
-            raise InputError(f"column name {name!r} appears twice in the header",
+            raise InputError(f"column name {plain(name)!r} appears twice in the header",
                              path, header_at + 1, name)
     rows = []
     for index in range(header_at + 1, len(lines)):
@@ -167,7 +189,7 @@ def check_thresholds(studies: pd.DataFrame, path: str | Path) -> None:
         if bad.any():
             idx = bad.idxmax()
             raise InputError(
-                f"{column} must lie in ({low:g}, {high:g}), got {values[idx]!r}",
+                f"{column} must lie in ({low:g}, {high:g}), got {plain(values[idx])!r}",
                 path, int(studies.at[idx, "_line"]), column,
             )
 
@@ -213,7 +235,7 @@ def parse_stat(
                           expected=f"a {stat_type} value or the letter p / n")
     if stat_type == "p" and not 0.0 < abs(number) < 1.0:
         raise InputError(f"a p-value must lie in (0, 1) (a minus sign marks a negative "
-                         f"peak), got {value!r}", path, line, field)
+                         f"peak), got {plain(value)!r}", path, line, field)
     return number, 0
 
 
@@ -222,7 +244,7 @@ def check_choice(value: str, allowed: tuple[str, ...], path: str | Path, line: i
     """``value`` lower-cased if it is one of ``allowed``, else :class:`InputError`."""
     choice = str(value).strip().lower()
     if choice not in allowed:
-        raise InputError(f"{field} must be one of {allowed}; {value!r} was provided",
+        raise InputError(f"{field} must be one of {allowed}; {plain(value)!r} was provided",
                          path, line, field)
     return choice
 
@@ -261,8 +283,8 @@ def convert_coordinates(peaks: pd.DataFrame) -> pd.DataFrame:
         row = int(np.flatnonzero(outside)[0])
         axis = int(np.flatnonzero((ijk[row] < 0) | (ijk[row] >= np.array(GRID_SHAPE)))[0])
         raise InputError(
-            f"peak at {tuple(orig[row].round(2))} mm ({peaks['space'].iloc[row]}; "
-            f"{tuple(xyz[row].round(2))} in SPM-MNI) lies outside the MNI152 2 mm grid "
+            f"peak at {tuple(plain(orig[row].round(2)))} mm ({peaks['space'].iloc[row]}; "
+            f"{tuple(plain(xyz[row].round(2)))} in SPM-MNI) lies outside the MNI152 2 mm grid "
             f"({_grid_limits()}); check the coordinates and the space",
             peaks["source"].iloc[row], int(peaks["line"].iloc[row]), _AXES[axis],
         )
@@ -271,7 +293,7 @@ def convert_coordinates(peaks: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fill_thresholds(studies: pd.DataFrame, peaks: pd.DataFrame, log: list[str]) -> None:
-    """Fill missing ``t_thr`` in place (spec section 1, *Converting statistics*)."""
+    """Fill missing ``t_thr`` in place (docs/methods.md, section 1.4)."""
     for idx in studies.index[studies["t_thr"].isna()]:
         name, df = studies.at[idx, "study"], studies.at[idx, "_df"]
         known = peaks.loc[(peaks["study"] == name) & (peaks["unknown"] == 0), "t"].abs()
@@ -286,7 +308,7 @@ def _fill_thresholds(studies: pd.DataFrame, peaks: pd.DataFrame, log: list[str])
             t_thr = float(t_from_p(DEFAULT_P_THR, df))
             how = f"as the t of an uncorrected p = {DEFAULT_P_THR:g} (no threshold, no peaks)"
         studies.at[idx, "t_thr"] = t_thr
-        note(log, f"study {name!r}: t_thr missing, set to {t_thr:.4f} {how} at df = {df:g}")
+        note(log, f"study {plain(name)!r}: t_thr missing, set to {t_thr:.4f} {how} at df = {df:g}")
 
 
 def assemble(
@@ -332,7 +354,7 @@ def assemble(
     bad = (peaks["unknown"].to_numpy() == 0) & ~np.isfinite(t)
     if bad.any():
         row = peaks.iloc[int(np.flatnonzero(bad)[0])]
-        raise InputError(f"the {row['stat_type']} value {row['value']!r} converts to an "
+        raise InputError(f"the {row['stat_type']} value {plain(row['value'])!r} converts to an "
                          "infinite t; report the peak as t or with the letter p / n",
                          row["source"], int(row["line"]), row["stat_field"])
     converted = int(np.isin(kind, ("z", "p")).sum())
@@ -343,8 +365,7 @@ def assemble(
     for name, group in peaks[peaks["unknown"] != 0].groupby("study", sort=False):
         t_thr = float(studies.loc[studies["study"] == name, "t_thr"].iloc[0])
         peaks.loc[group.index, "t"] = group["unknown"] * t_thr
-        lines = ", ".join(f"{s}:{n}" for s, n in zip(group["source"], group["line"], strict=True))
-        note(log, f"study {name!r}: {len(group)} peak(s) of unknown value set to +/- t_thr "
-                  f"= {t_thr:.4f} ({lines})")
+        note(log, f"study {plain(name)!r}: {len(group)} peak(s) of unknown value set to +/- t_thr "
+                  f"= {t_thr:.4f} ({peak_lines(group)})")
     studies = studies.drop(columns=["_df", "_line"], errors="ignore")
     return StudySet(studies, peaks[list(PEAK_COLUMNS)].copy(), str(source), log)

@@ -12,6 +12,31 @@ import xarray as xr
 from daskmeta.model.grid import GRID_AFFINE, Mask, load_mask
 
 
+def with_mask(result: xr.Dataset, mask: str | None = None) -> xr.Dataset:
+    """Copy the mask name onto every voxel variable, so ``to_nifti(result.z, path)`` works.
+
+    Parameters
+    ----------
+    result : xarray.Dataset
+        Study maps or an analysis result; changed in place.
+    mask : str, optional
+        The mask name; default ``result.attrs['mask']`` (nothing is done without either).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``result``, whose variables over ``voxel`` carry ``attrs['mask']``: a variable
+        selected from it (and a study, variant or left-out row of it) still exports.
+    """
+    mask = result.attrs.get("mask") if mask is None else mask
+    if mask is None:
+        return result
+    for variable in result.data_vars.values():
+        if "voxel" in variable.dims:
+            variable.attrs["mask"] = str(mask)
+    return result
+
+
 def to_image(data: xr.DataArray | np.ndarray, mask: Mask | str | None = None) -> nib.Nifti1Image:
     """A NIfTI image of a voxel vector (or a stack ``(..., voxel)`` as a 4-D image).
 

@@ -1,4 +1,4 @@
-"""Reader of NiMARE's dataset JSON (the legacy ``nimare.dataset.Dataset`` dict; spec section 1).
+"""Reader of NiMARE's dataset JSON (the legacy ``nimare.dataset.Dataset`` dict; docs/methods.md, section 1.2).
 
 The file maps study ids to ``{"contrasts": {contrast_id: contrast}}``; each contrast
 becomes one study named ``f"{study_id}-{contrast_id}"`` (NiMARE's own ``id``). Of a
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from daskmeta.errors import InputError
+from daskmeta.errors import InputError, plain
 from daskmeta.io._common import (
     RESERVED,
     assemble,
@@ -38,6 +38,7 @@ from daskmeta.io._common import (
     convert_covariates,
     is_missing,
     parse_number,
+    read_text,
 )
 from daskmeta.model.coordinates import SPACE_TOKENS
 from daskmeta.model.studyset import STUDY_COLUMNS, StudySet
@@ -76,14 +77,14 @@ def _sample_sizes(meta: dict[str, Any], name: str, path: Path, line: int) -> lis
         sizes = [sizes]
     if not isinstance(sizes, list) or len(sizes) not in (1, 2):
         raise InputError(
-            f"study {name!r}: metadata.sample_sizes must be a list of one (one-sample) or two "
-            f"(n1, n2) sample sizes, got {sizes!r}", path, line, "sample_sizes")
+            f"study {plain(name)!r}: metadata.sample_sizes must be a list of one (one-sample) or two "
+            f"(n1, n2) sample sizes, got {plain(sizes)!r}", path, line, "sample_sizes")
     return [parse_number(n, path, line, "sample_sizes") for n in sizes]
 
 
 def _contrast_peaks(name: str, coords: Any, path: Path, line: int) -> list[dict[str, Any]]:
     if not isinstance(coords, dict):
-        raise InputError(f"study {name!r} has no coords; give empty x, y, z lists for a study "
+        raise InputError(f"study {plain(name)!r} has no coords; give empty x, y, z lists for a study "
                          "that reported no peaks", path, line, "coords")
     space_name = coords.get("space")
     token = SPACES.get(str(space_name).strip().lower())
@@ -91,15 +92,15 @@ def _contrast_peaks(name: str, coords: Any, path: Path, line: int) -> list[dict[
     n_peaks = len(lists["x"]) if isinstance(lists["x"], list) else -1
     for axis, values in lists.items():
         if not isinstance(values, list) or len(values) != n_peaks:
-            raise InputError(f"study {name!r}: coords.x, .y and .z must be lists of equal "
+            raise InputError(f"study {plain(name)!r}: coords.x, .y and .z must be lists of equal "
                              "length", path, line, axis)
     if n_peaks and token is None:
-        raise InputError(f"study {name!r}: unknown coords.space {space_name!r}; expected "
+        raise InputError(f"study {plain(name)!r}: unknown coords.space {plain(space_name)!r}; expected "
                          f"one of {sorted(SPACES)}", path, line, "space")
     stat_key = next((key for key in STAT_KEYS if key in coords), None)
     stats = coords[stat_key] if stat_key else [None] * n_peaks
     if not isinstance(stats, list) or len(stats) != n_peaks:
-        raise InputError(f"study {name!r}: coords.{stat_key} must be a list as long as x",
+        raise InputError(f"study {plain(name)!r}: coords.{stat_key} must be a list as long as x",
                          path, line, stat_key)
     records = []
     for i in range(n_peaks):
@@ -135,7 +136,7 @@ def read_nimare_json(path: str | Path) -> StudySet:
         the (best-effort) line and the field.
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -148,7 +149,7 @@ def read_nimare_json(path: str | Path) -> StudySet:
     for study_id, study in data.items():
         contrasts = study.get("contrasts") if isinstance(study, dict) else None
         if not isinstance(contrasts, dict):
-            raise InputError(f"study {study_id!r} has no 'contrasts' object", path,
+            raise InputError(f"study {plain(study_id)!r} has no 'contrasts' object", path,
                              where.line(study_id), "contrasts")
         for contrast_id, contrast in contrasts.items():
             name = f"{study_id}-{contrast_id}"

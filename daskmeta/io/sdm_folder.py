@@ -1,4 +1,4 @@
-"""Reader of an SDM folder: ``sdm_table.txt`` and one peak file per study (spec section 1).
+"""Reader of an SDM folder: ``sdm_table.txt`` and one peak file per study (docs/methods.md, section 1).
 
 ``sdm_table.txt`` is tab-separated with a header. Columns:
 
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from daskmeta.errors import InputError
+from daskmeta.errors import InputError, plain
 from daskmeta.io._common import (
     STAT_TYPES,
     assemble,
@@ -47,6 +47,7 @@ from daskmeta.io._common import (
     parse_stat,
     parse_study_table,
     read_table,
+    read_text,
 )
 from daskmeta.model.coordinates import SPACE_TOKENS
 from daskmeta.model.studyset import StudySet, validate
@@ -76,7 +77,7 @@ def _peak_files(folder: Path) -> dict[str, tuple[Path, str]]:
             )
         if study in found:
             raise InputError(
-                f"study {study!r} has two peak files, {found[study][0].name} and {path.name}; "
+                f"study {plain(study)!r} has two peak files, {found[study][0].name} and {path.name}; "
                 "keep exactly one", path, None, "study",
             )
         found[study] = (path, token)
@@ -105,7 +106,7 @@ def read_peak_file(path: str | Path, study: str, token: str,
     """
     path = Path(path)
     records = []
-    for number, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    for number, text in enumerate(read_text(path).splitlines(), 1):
         text = text.strip()
         if not text or text.startswith("#"):
             continue
@@ -135,7 +136,7 @@ def read_sdm_folder(folder: str | Path) -> StudySet:
     ----------
     folder : str or Path
         Folder holding ``sdm_table.txt`` and the peak files (format in the module
-        docstring; spec section 1, *Input*).
+        docstring; docs/methods.md, section 1).
 
     Returns
     -------
@@ -162,13 +163,13 @@ def read_sdm_folder(folder: str | Path) -> StudySet:
     for name, line in zip(studies["study"], studies["_line"], strict=True):
         if name not in files:
             raise InputError(
-                f"study {name!r} has no peak file; expected {name}.SOFTWARE_SPACE.txt (with "
+                f"study {plain(name)!r} has no peak file; expected {name}.SOFTWARE_SPACE.txt (with "
                 f"SOFTWARE_SPACE one of {SPACE_TOKENS}) or {name}.{NO_PEAKS}.txt in {folder}",
                 table_path, int(line), "study",
             )
     for name, (path, _) in files.items():
         if name not in set(studies["study"]):
-            raise InputError(f"peak file of study {name!r} has no row in {TABLE_NAME}; add "
+            raise InputError(f"peak file of study {plain(name)!r} has no row in {TABLE_NAME}; add "
                              "the row or remove the file", path, None, "study")
     raw: list[dict[str, Any]] = []
     stat_types = studies["peak_stat"] if "peak_stat" in studies else ["t"] * len(studies)

@@ -1,6 +1,6 @@
 """Writer of a simulated :class:`~daskmeta.model.studyset.StudySet` as an SDM folder.
 
-:func:`write_studyset` writes ``sdm_table.txt`` and one peak file per study (spec section 1)
+:func:`write_studyset` writes ``sdm_table.txt`` and one peak file per study (docs/methods.md, section 1)
 from the ``*_orig`` and ``source`` columns that :func:`~daskmeta.testing.simulate.simulate_studyset`
 fills, atomically, with the number formats that make the same seed give byte-identical files.
 """

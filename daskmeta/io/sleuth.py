@@ -1,4 +1,4 @@
-"""Reader of Sleuth / GingerALE text files (spec section 1).
+"""Reader of Sleuth / GingerALE text files (docs/methods.md, section 1.2).
 
 The format, as BrainMap's Sleuth exports it::
 
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from daskmeta.errors import InputError
-from daskmeta.io._common import assemble, parse_number
+from daskmeta.io._common import assemble, parse_number, read_text
 from daskmeta.model.studyset import StudySet
 
 #: Sleuth ``Reference`` values (lower-cased) and the daskmeta token they mean.
@@ -80,7 +80,7 @@ def read_sleuth(path: str | Path) -> StudySet:
     first = 0  # line of its first name line
     current: dict[str, Any] | None = None  # the experiment whose coordinates come next
 
-    for number, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    for number, text in enumerate(read_text(path).splitlines(), 1):
         text = text.strip()
         if not text:
             current = None

@@ -1,6 +1,6 @@
 """The Zarr store: study maps, analyses and sweeps, each group marked complete last.
 
-Layout (DESIGN.md): ``studies/``, ``analyses/<name>/``, ``sweeps/<name>/``. Every group
+Layout: ``studies/``, ``analyses/<name>/``, ``sweeps/<name>/``. Every group
 records what produced it in attrs. A group is written with ``daskmeta_complete = False``
 and flipped to ``True`` only after its last chunk is written, so an interrupted run never
 leaves a group that looks whole; :func:`read_group` refuses incomplete groups and groups
@@ -20,6 +20,7 @@ import zarr
 
 from daskmeta import __version__
 from daskmeta.errors import StoreError
+from daskmeta.io.nifti import with_mask
 
 #: Version of the store layout; bump when a reader can no longer read older groups.
 STORE_FORMAT = 1
@@ -149,7 +150,7 @@ def read_group(store: str | os.PathLike, group: str) -> xr.Dataset:
     for name, var in ds.variables.items():
         if var.dtype == object:
             ds[name] = var.astype(str)
-    return ds
+    return with_mask(ds)  # groups written before variables carried their mask
 
 
 def list_groups(store: str | os.PathLike, parent: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Reader of daskmeta's native pair of tables, ``studies.tsv`` + ``peaks.tsv`` (spec section 1).
+"""Reader of daskmeta's native pair of tables, ``studies.tsv`` + ``peaks.tsv`` (docs/methods.md, section 1.2).
 
 ``studies.tsv`` is tab-separated with a header: ``study``, ``n1``, ``n2`` (empty or ``NA``
 for a one-sample design), optional ``t_thr`` / ``p_thr``, then covariates, all as in

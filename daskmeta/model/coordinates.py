@@ -1,7 +1,7 @@
 """Stereotactic coordinate transforms: MNI and Talairach, into SPM's MNI space.
 
 Everything daskmeta analyses lies in SPM's MNI space, the space of the MNI152 2 mm grid
-(spec section 1, *Coordinates*). This module holds Lancaster's icbm2tal affines, Brett's
+(docs/methods.md, section 1.6). This module holds Lancaster's icbm2tal affines, Brett's
 piecewise-linear ``mni2tal`` and the mapping of the peak-file space tokens to SPM-MNI.
 
 All functions are vectorised NumPy: they take points as an ``(n, 3)`` array (a single
@@ -23,12 +23,14 @@ from typing import Literal, get_args
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from daskmeta.errors import plain
+
 IcbmKind = Literal["spm", "fsl", "other"]
 #: Software that produced the MNI coordinates, as in Lancaster's three affines.
 ICBM_KINDS: tuple[str, ...] = get_args(IcbmKind)
 
 SpaceToken = Literal["spm_mni", "fsl_mni", "other_mni", "other_tal", "spm_brett", "fsl_brett"]
-#: Space tokens of SDM peak file names ``STUDY.SOFTWARE_SPACE.txt`` (spec section 1).
+#: Space tokens of SDM peak file names ``STUDY.SOFTWARE_SPACE.txt`` (docs/methods.md, section 1.2).
 SPACE_TOKENS: tuple[str, ...] = get_args(SpaceToken)
 
 #: Lancaster 2007 ``icbm_spm2tal``: SPM-MNI -> Talairach, homogeneous 4x4.
@@ -70,7 +72,7 @@ BRETT_LOWER: NDArray[np.float64] = np.array(
 )
 
 _SPM_FROM_TAL = np.linalg.inv(ICBM_SPM)
-#: Affines from each MNI/Talairach space to SPM-MNI (spec section 1, token table).
+#: Affines from each MNI/Talairach space to SPM-MNI (docs/methods.md, section 1.6, token table).
 TO_SPM_MNI: dict[str, NDArray[np.float64]] = {
     "spm_mni": np.eye(4),
     "fsl_mni": _SPM_FROM_TAL @ ICBM_FSL,
@@ -93,7 +95,7 @@ def _apply_affine(affine: NDArray[np.float64], xyz: ArrayLike) -> NDArray[np.flo
 
 def _check(value: str, allowed: tuple[str, ...], name: str) -> None:
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}; {value!r} was provided")
+        raise ValueError(f"{name} must be one of {allowed}; {plain(value)!r} was provided")
 
 
 def mni_to_tal(xyz: ArrayLike, kind: IcbmKind = "spm") -> NDArray[np.float64]:
@@ -199,7 +201,7 @@ def brett_tal2mni(xyz: ArrayLike) -> NDArray[np.float64]:
 
 
 def to_spm_mni(xyz: ArrayLike, token: SpaceToken) -> NDArray[np.float64]:
-    """Coordinates reported in the space ``token`` converted to SPM-MNI (spec section 1).
+    """Coordinates reported in the space ``token`` converted to SPM-MNI (docs/methods.md, section 1.6).
 
     ============  ==============================================
     token         to SPM-MNI

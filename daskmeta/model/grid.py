@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from daskmeta.errors import plain
 
 #: Shape of the MNI152 2 mm grid.
 GRID_SHAPE: tuple[int, int, int] = (91, 109, 91)
@@ -30,7 +33,7 @@ VOXEL_SIZE_MM = 2.0
 MaskName = Literal["gray_matter", "white_matter", "brain"]
 MASK_NAMES: tuple[str, ...] = get_args(MaskName)
 #: Grey-matter probability at or above which a brain voxel is in the ``gray_matter`` mask
-#: (spec section 3, chosen here); the same rule with white matter gives ``white_matter``.
+#: (docs/methods.md, section 3.1, chosen here); the same rule with white matter gives ``white_matter``.
 TISSUE_THRESHOLD = 0.2
 TEMPLATE_VERSION = 1
 
@@ -79,7 +82,11 @@ def _resample_templates() -> dict[str, NDArray[np.float32]]:
 
     gray = np.clip(onto_grid(datasets.load_mni152_gm_template(), "linear"), 0, 1)
     white = np.clip(onto_grid(datasets.load_mni152_wm_template(), "linear"), 0, 1)
-    brain = onto_grid(datasets.load_mni152_brain_mask(), "linear") >= 0.5
+    with warnings.catch_warnings():
+        # linear on purpose: the interpolated mask is thresholded at 0.5 just below
+        warnings.filterwarnings("ignore", "Resampling binary images with continuous or linear "
+                                "interpolation", UserWarning)
+        brain = onto_grid(datasets.load_mni152_brain_mask(), "linear") >= 0.5
     brain &= (gray + white) > 0.05
     gray[~brain] = 0
     white[~brain] = 0
@@ -92,7 +99,7 @@ def templates() -> dict[str, NDArray]:
     """Tissue probability maps on the grid: ``gray``, ``white``, ``csf`` and bool ``brain``.
 
     Built from nilearn's packaged ICBM152 2009 templates on first use and cached on disk.
-    CSF is the brain minus grey and white matter (spec section 3).
+    CSF is the brain minus grey and white matter (docs/methods.md, section 3.1).
     """
     path = cache_dir() / f"templates_v{TEMPLATE_VERSION}.npz"
     if path.exists():
@@ -177,11 +184,11 @@ class Mask:
 def load_mask(name: MaskName = "gray_matter") -> Mask:
     """The analysis mask ``name`` on the MNI152 2 mm grid.
 
-    ``gray_matter``: brain voxels with grey-matter probability >= 0.2 (spec section 3);
+    ``gray_matter``: brain voxels with grey-matter probability >= 0.2 (docs/methods.md, section 3.1);
     ``white_matter``: the same with white matter; ``brain``: every brain voxel.
     """
     if name not in MASK_NAMES:
-        raise ValueError(f"mask must be one of {MASK_NAMES}; {name!r} was provided")
+        raise ValueError(f"mask must be one of {MASK_NAMES}; {plain(name)!r} was provided")
     maps = templates()
     if name == "brain":
         volume = maps["brain"].copy()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from daskmeta.errors import InputError
+from daskmeta.errors import InputError, plain
 
 #: Columns of :attr:`StudySet.studies` that every reader fills.
 STUDY_COLUMNS = ("study", "n1", "n2", "t_thr")
@@ -117,6 +117,37 @@ def query_studies(table: pd.DataFrame, where: str | None, context: str = "") -> 
         ) from exc
 
 
+def peak_lines(peaks: pd.DataFrame, most: int = 20) -> str:
+    """Where peaks were read, each file once: ``"a.txt: lines 3, 7, 12; b.txt: line 4"``.
+
+    Parameters
+    ----------
+    peaks : pandas.DataFrame
+        Peak rows with ``source`` and ``line`` columns (other columns are ignored).
+    most : int
+        Lines listed per file; more are counted (``"... and 8 more"``).
+
+    Returns
+    -------
+    str
+        Files in order of first appearance, their lines sorted and unique; ``""`` without
+        ``source``.
+    """
+    if "source" not in peaks or not len(peaks):
+        return ""
+    lines = peaks["line"] if "line" in peaks else pd.Series([None] * len(peaks), index=peaks.index)
+    parts = []
+    for source, group in lines.groupby(peaks["source"].astype(str), sort=False):
+        numbers = sorted({int(n) for n in group.dropna()})
+        if not numbers:
+            parts.append(source)
+            continue
+        shown = ", ".join(map(str, numbers[:most]))
+        more = f" and {len(numbers) - most} more" if len(numbers) > most else ""
+        parts.append(f"{source}: line{'s' if len(numbers) > 1 else ''} {shown}{more}")
+    return "; ".join(parts)
+
+
 def validate(studies: pd.DataFrame, peaks: pd.DataFrame, source: str,
              table_path: str | None = None) -> None:
     """Checks shared by all readers; raise :class:`InputError` naming file, line and field.
@@ -134,7 +165,7 @@ def validate(studies: pd.DataFrame, peaks: pd.DataFrame, source: str,
             raise InputError("empty study name", table_path, line, "study")
         if name in seen:
             raise InputError(
-                f"duplicate study name {name!r} (first on line {seen[name]}); names must be unique",
+                f"duplicate study name {plain(name)!r} (first on line {seen[name]}); names must be unique",
                 table_path, line, "study",
             )
         seen[name] = line
@@ -144,7 +175,7 @@ def validate(studies: pd.DataFrame, peaks: pd.DataFrame, source: str,
                 continue
             if pd.isna(value) or not np.isfinite(value) or value <= 0:
                 raise InputError(
-                    f"sample size must be a positive number, got {value!r}",
+                    f"sample size must be a positive number, got {plain(value)!r}",
                     table_path, lines[idx], column,
                 )
             if column == "n1" and pd.isna(studies.at[idx, "n2"]) and value < 3:
@@ -156,6 +187,6 @@ def validate(studies: pd.DataFrame, peaks: pd.DataFrame, source: str,
     if unknown:
         row = peaks[peaks["study"] == unknown[0]].iloc[0]
         raise InputError(
-            f"peaks of study {unknown[0]!r} have no row in the study table",
+            f"peaks of study {plain(unknown[0])!r} have no row in the study table",
             row.get("source", source), row.get("line"), "study",
         )

@@ -1,6 +1,6 @@
 """The engines of the randomization null, chosen here and nowhere else.
 
-Two engines relocate the study maps (docs/methods.md, "Randomization null and p-values"):
+Two engines relocate the study maps (docs/methods.md, section 5.5):
 
 ``permutation`` (default)
     Every randomization permutes each study's voxels: a random cyclic shift of the study's

@@ -3,8 +3,8 @@
 Randomization ``b`` of analysis ``name`` draws from ``SeedSequence(seed, spawn_key=(crc32(name),
 b))`` (stream 0: voxel relocations; 1: peak relocations of the cluster-extent null; 2: the
 permutation engine's arrangement), so every randomization is the same whatever the block
-size, the worker count, the order of completion or a retry (docs/methods.md, "Randomization
-null and p-values").
+size, the worker count, the order of completion or a retry (docs/methods.md,
+section 12).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Peak figures: funnel plots (spec section 9) and meta-regression scatter plots (section 8).
+"""Peak figures: funnel plots (docs/methods.md, section 9) and meta-regression scatter plots (section 8).
 
 Reports at the edge of the package: arrays in, PNG files out. Matplotlib is imported inside
 the functions, so ``import daskmeta.report.plots`` (and ``import daskmeta``) stays light. Figures are
@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from daskmeta.errors import plain
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -135,12 +137,12 @@ def funnel_figure(
 
     References
     ----------
-    Sterne & Egger (2001); spec section 9.
+    Sterne & Egger (2001); docs/methods.md, section 9.
     """
     v, arrays = _studies(variance, effect=effect)
     effect = arrays["effect"]
     if not np.isfinite(pooled_effect):
-        raise ValueError(f"'pooled_effect' must be finite; {pooled_effect!r} was provided.")
+        raise ValueError(f"'pooled_effect' must be finite; {plain(pooled_effect)!r} was provided.")
     if labels is not None and len(labels) != effect.size:
         raise ValueError(
             f"'labels' must have one entry per study ({effect.size}); got {len(labels)}."
@@ -193,7 +195,7 @@ def funnel_plot(
 
     References
     ----------
-    Sterne & Egger (2001); Egger et al. (1997); spec section 9.
+    Sterne & Egger (2001); Egger et al. (1997); docs/methods.md, section 9.
     """
     return _save(funnel_figure(effect, variance, pooled_effect, title=title, labels=labels), path)
 
@@ -239,12 +241,13 @@ def scatter_figure(
 
     References
     ----------
-    Thompson & Higgins (2002); spec section 8.
+    Thompson & Higgins (2002); docs/methods.md, section 8.
     """
     v, arrays = _studies(variance, covariate=covariate, effect=effect)
     covariate, effect = arrays["covariate"], arrays["effect"]
     if not (np.isfinite(intercept) and np.isfinite(slope)):
-        raise ValueError(f"'intercept' and 'slope' must be finite; got {intercept!r}, {slope!r}.")
+        raise ValueError("'intercept' and 'slope' must be finite; "
+                         f"got {plain(intercept)!r}, {plain(slope)!r}.")
     weight = 1.0 / v
     fig = _new_figure()
     ax = fig.add_subplot()
@@ -289,7 +292,7 @@ def scatter_plot(
 
     References
     ----------
-    Thompson & Higgins (2002); spec section 8.
+    Thompson & Higgins (2002); docs/methods.md, section 8.
     """
     fig = scatter_figure(covariate, effect, variance, intercept, slope, xlabel, title=title)
     return _save(fig, path)

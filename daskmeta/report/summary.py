@@ -4,8 +4,8 @@
 Markdown summary (result paragraph, peaks table, the null's facts, a Methods paragraph and
 references) and ``glass_brain.png``. :func:`methods_text` is the Methods paragraph alone, so
 that other reports can reuse it. Every number comes from the result's ``attrs`` and data or
-from the constants of the modules that implement each rule; rules chosen in daskmeta (tagged
-[C] in the spec) are marked "chosen in daskmeta" so that a reader can cite exactly what ran.
+from the constants of the modules that implement each rule; rules chosen in daskmeta (marked
+"chosen here" in docs/methods.md) are marked "chosen in daskmeta" so that a reader can cite exactly what ran.
 
 This is an edge module: nilearn, matplotlib and nibabel are imported inside the functions
 that draw, so ``import daskmeta.report.summary`` stays light.
@@ -187,7 +187,7 @@ def methods_text(result: xr.Dataset, threshold: dict[str, Any]) -> str:
 
     It states what ran, from ``result.attrs`` (software version, studies and filter, kernel
     parameters, mask, randomizations and seed) and ``threshold``, with the fixed rules of
-    spec sections 2-6 and each rule chosen in daskmeta marked as such. Citations are
+    docs/methods.md, sections 2-6, and each rule chosen in daskmeta marked as such. Citations are
     author-year; the full list is :data:`REFERENCES`.
 
     Parameters

@@ -19,12 +19,12 @@ as the ``bincount`` of :meth:`~daskmeta.stats.peak_kernel.KernelPaster.__call__`
 (grid planes ``i``, at most a few thousand mask voxels each), so the ``(study, voxel)`` stack
 is never written: for each study the plane is pasted into two plane-sized accumulators, turned
 into effects and added to the plane's four DerSimonian-Laird sums with
-:func:`daskmeta.stats._null_jit.accumulate`; voxels no peak of the study reaches (outside
+:func:`daskmeta.stats._pooling_jit.accumulate`; voxels no peak of the study reaches (outside
 the span its kernels touched) add the study's zero-effect weight ``w = 1 / (a + c 0^2)``, the
 very terms that ``accumulate`` adds for a zero effect (the ``w y`` and ``w y^2`` terms are
 ``+0.0``, which leaves a sum unchanged). The plane is finished with
-:func:`~daskmeta.stats._null_jit.finish` and :func:`~daskmeta.stats._null_jit.exact_z`:
-the arithmetic of :func:`daskmeta.stats.fast_null.pooled_z`, voxel for voxel, so the z map is
+:func:`~daskmeta.stats._pooling_jit.finish` and :func:`~daskmeta.stats._pooling_jit.exact_z`:
+the arithmetic of :func:`daskmeta.stats.sdm_model.pooled_z`, voxel for voxel, so the z map is
 the same bit for bit.
 
 **Labelling.** :func:`largest_component` finds the largest 26-connected component of the
@@ -46,7 +46,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from daskmeta.stats._null_jit import accumulate, exact_z, finish
+from daskmeta.stats._pooling_jit import accumulate, exact_z, finish
 
 
 def _jit(function):

@@ -10,13 +10,13 @@ Per tile of :data:`TILE` voxels the studies are added eight at a time (then four
 into three running sums per voxel (``sum w``, ``sum w y``, ``sum w y^2``) held in L1, so the
 sums are loaded and stored once per eight studies; the loops vectorize (AVX-512 / AVX2 by
 the host). Arithmetic is float64 in study order with the expressions of
-:func:`daskmeta.stats._null_jit.accumulate`, so a fixed source is pooled bit for bit as
-by that kernel; ``tau2 = 0`` is decided by :func:`~daskmeta.stats._null_jit.finish` and
+:func:`daskmeta.stats._pooling_jit.accumulate`, so a fixed source is pooled bit for bit as
+by that kernel; ``tau2 = 0`` is decided by :func:`~daskmeta.stats._pooling_jit.finish` and
 the other voxels (about 0.2 % of null voxels) are recomputed by
-:func:`~daskmeta.stats._null_jit.exact_z` from their entries (``sum w^2`` is summed
+:func:`~daskmeta.stats._pooling_jit.exact_z` from their entries (``sum w^2`` is summed
 there, in the same order).
 
-Same compile options as :mod:`daskmeta.stats._null_jit` (IEEE semantics, no fastmath).
+Same compile options as :mod:`daskmeta.stats._pooling_jit` (IEEE semantics, no fastmath).
 
 References
 ----------
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from daskmeta.stats._null_jit import _jit, exact_z, finish, position, summarize
+from daskmeta.stats._pooling_jit import _jit, exact_z, finish, position, summarize
 
 #: Voxels per tile: three float64 sums of a tile (12 kB) stay in L1.
 TILE = 512
@@ -39,7 +39,7 @@ def shifts_of(key, n_studies, n_voxels, out):
     """Each study's cyclic shift of randomization ``key``: uniform in ``[0, n_voxels)``.
 
     Draw ``s`` is SplitMix64 of ``key + (s + 1) * GAMMA`` mapped to the interval by
-    multiply-shift (:func:`~daskmeta.stats._null_jit.position`).
+    multiply-shift (:func:`~daskmeta.stats._pooling_jit.position`).
     """
     n = np.uint64(np.uint32(n_voxels))
     for s in range(n_studies):

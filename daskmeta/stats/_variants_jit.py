@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from daskmeta.stats._null_jit import Q_MARGIN, _jit, exact_z_skipping, summarize
 from daskmeta.stats._permutation_jit import TILE, shifts_of
+from daskmeta.stats._pooling_jit import Q_MARGIN, _jit, exact_z_skipping, summarize
 
 # -- leave-one-out (jackknife) nulls -----------------------------------------------------------
 
@@ -81,7 +81,7 @@ def left_out_z(totals, terms, i, m, k, z, slow):
 
     The sums are the totals minus study ``i``'s terms; the one-pass Q must be below ``k - 2``
     by more than ``Q_MARGIN * (total sum w y^2 + 1)``, which bounds the rounding of the sums
-    and of the subtraction (see :func:`daskmeta.stats._null_jit.finish`).
+    and of the subtraction (see :func:`daskmeta.stats._pooling_jit.finish`).
     """
     for j in range(m):
         sum_w = totals[0, j] - terms[0, i, j]

@@ -1,6 +1,6 @@
 """Effect sizes: Hedges-corrected g and its variance, and statistic conversions.
 
-Pure NumPy/SciPy functions (spec sections 1 and 2). ``n2`` may be NaN for a
+Pure NumPy/SciPy functions (docs/methods.md, sections 1 and 2). ``n2`` may be NaN for a
 one-sample design; every function broadcasts over arrays.
 
 References
@@ -40,7 +40,7 @@ def hedges_j(df: ArrayLike) -> NDArray[np.float64]:
 
 
 def variance_constant(df: ArrayLike) -> NDArray[np.float64]:
-    """The constant ``c = 1 - (df - 2) / (df * J^2)`` of the variance of g (spec section 2)."""
+    """The constant ``c = 1 - (df - 2) / (df * J^2)`` of the variance of g (docs/methods.md, section 2)."""
     df = np.asarray(df, dtype=np.float64)
     return 1.0 - (df - 2.0) / (df * hedges_j(df) ** 2)
 

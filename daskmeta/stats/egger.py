@@ -1,4 +1,4 @@
-"""Egger's regression test for funnel-plot asymmetry at a peak (spec section 9).
+"""Egger's regression test for funnel-plot asymmetry at a peak (docs/methods.md, section 9).
 
 Ordinary least squares of the standardized effect ``effect / se`` on the precision ``1 / se``
 (``se = sqrt(variance)``), with an intercept. Without small-study effects the line runs through
@@ -97,7 +97,7 @@ def egger_test(effect: ArrayLike, variance: ArrayLike, axis: int = 0) -> EggerRe
     References
     ----------
     Egger et al. (1997), BMJ 315:629, the regression of the standard normal deviate on
-    precision; spec section 9.
+    precision; docs/methods.md, section 9.
 
     Examples
     --------

@@ -1,4 +1,4 @@
-"""Leave-one-out (jackknife) random-effects pooling (spec section 7).
+"""Leave-one-out (jackknife) random-effects pooling (docs/methods.md, section 7).
 
 Pure NumPy. All k leave-one-out DerSimonian-Laird analyses of a stack of study maps:
 the first half of the estimator (Q, tau2, I2) follows from the full sums minus each

@@ -1,6 +1,6 @@
 """Cluster labelling and peaks of one volume: NumPy/SciPy kernels.
 
-Clusters are 26-connected (faces, edges and corners; spec section 6 [C]). Nothing here
+Clusters are 26-connected (faces, edges and corners; docs/methods.md, section 6, chosen here). Nothing here
 accepts or returns dask or xarray objects; :func:`largest_cluster` takes a voxel vector and
 its :class:`~daskmeta.model.grid.Mask` so that permutation loops never build full volumes.
 """
@@ -107,7 +107,7 @@ def find_peaks(
     A local maximum is a cluster voxel whose |z| is at least that of each of its 26
     neighbours inside the cluster. Candidates are taken in descending |z| order (ties in
     scan order) and accepted when at least ``min_distance_mm`` from every peak accepted
-    before (spec section 6 [C]); the first is always the cluster maximum.
+    before (docs/methods.md, section 6, chosen here); the first is always the cluster maximum.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Multimodal overlap of two analyses: the conservative union-bound p-value (spec section 9).
+"""Multimodal overlap of two analyses: the conservative union-bound p-value (docs/methods.md, section 10).
 
 Pure NumPy/SciPy kernels. Two meta-analyses of the same voxels (e.g. grey matter volume and
 resting-state activity) are abnormal in the same voxel, in the same direction, only if both are;
@@ -27,9 +27,11 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from daskmeta.errors import plain
+
 __all__ = ["DEFAULT_LEVEL", "MultimodalP", "clopper_pearson_upper", "multimodal_p", "null_count"]
 
-#: One-sided confidence level of the Clopper-Pearson bound (spec section 9: "upper 95%").
+#: One-sided confidence level of the Clopper-Pearson bound (docs/methods.md, section 10: one-sided 95%).
 DEFAULT_LEVEL: float = 0.95
 
 
@@ -59,9 +61,9 @@ def _check_n(n_null: ArrayLike, name: str) -> NDArray[np.int64]:
     n = np.asarray(n_null)
     if not (np.issubdtype(n.dtype, np.integer) or (np.issubdtype(n.dtype, np.floating)
                                                    and np.all(n == np.round(n)))):
-        raise TypeError(f"'{name}' must be an integer count of null values; {n!r} was provided")
+        raise TypeError(f"'{name}' must be an integer count of null values; {plain(n)!r} was provided")
     if np.any(n < 1):
-        raise ValueError(f"'{name}' must be >= 1 (the null holds no values); {n!r} was provided")
+        raise ValueError(f"'{name}' must be >= 1 (the null holds no values); {plain(n)!r} was provided")
     return n.astype(np.int64)
 
 
@@ -175,7 +177,7 @@ def multimodal_p(
     Each analysis' one-tailed p (of its own z's sign, ``p = (1 + n) / (1 + N)``) is replaced by
     the upper Clopper-Pearson bound ``u`` of its null count ``n / N``; the two are combined as
     the probability that at least one is a false positive, ``p_mm = u1 + u2 - u1 * u2``
-    (spec section 9). Same-sign voxels (both increased, or both decreased) go to ``z``/``p``,
+    (docs/methods.md, section 10). Same-sign voxels (both increased, or both decreased) go to ``z``/``p``,
     opposite-sign voxels to ``z_opposite``/``p_opposite``. A voxel where either z is 0 overlaps
     in neither (z 0, p 1); a NaN in any input gives NaN in all four outputs.
 

@@ -1,4 +1,4 @@
-"""Randomization null of SDM-Z: relocation, block summaries and their combination (spec 5).
+"""Randomization null of SDM-Z: relocation, block summaries, their combination (docs/methods.md, section 5).
 
 Pure NumPy kernels for one block of randomizations and for combining blocks. The Dask layer
 maps :func:`randomization_block` over block indices (one task per block, each with its own
@@ -8,7 +8,7 @@ The null is kept as
 
 - a histogram of every null z on fixed bins (:data:`BINS`: width 0.001 on [-15, 15) plus an
   underflow and an overflow count), so blocks combine by integer addition and the
-  uncorrected p-value of spec section 5 needs no stored null values;
+  uncorrected p-value of docs/methods.md, section 5.2, needs no stored null values;
 - per-randomization ``max z``, ``min z`` and largest positive/negative cluster sizes, for
   family-wise error (FWE) corrected voxel and cluster p-values.
 
@@ -167,7 +167,7 @@ def relocation_source(rng: np.random.Generator, n_studies: int, n_voxels: int) -
 
     One ``rng.integers(0, n_voxels, size=(n_studies, n_voxels))`` call: for every study and
     target voxel an independent uniform source voxel of the same study (with replacement,
-    chosen here; spec section 5). ``stack.take(source)`` is the relocated stack. Every null
+    chosen here; docs/methods.md, section 5.5). ``stack.take(source)`` is the relocated stack. Every null
     of daskmeta (mean, jackknife, linear models) relocates with this draw.
     """
     source = rng.integers(0, n_voxels, size=(n_studies, n_voxels))
@@ -193,8 +193,8 @@ def relocate(
 
     For each randomization ``b`` (in order) one call
     ``rng.integers(0, n_voxels, size=(n_studies, n_voxels))`` draws, for every study ``s``
-    and target voxel ``v``, an independent uniform source voxel (with replacement) [C: spec
-    section 5 allows a permutation or uniform draws; daskmeta uses uniform draws]. Study
+    and target voxel ``v``, an independent uniform source voxel (with replacement; the ``reference`` engine of
+    docs/methods.md, section 5.5). Study
     ``s``'s (effect, variance) pair at the source voxel is moved to ``v`` and the relocated
     maps are pooled with DerSimonian-Laird (:func:`~daskmeta.stats.dersimonian_laird`).
 
@@ -215,7 +215,7 @@ def relocate(
 
     References
     ----------
-    Radua et al. (2012); spec section 5.
+    Radua et al. (2012); docs/methods.md, section 5.
     """
     y, v = _check_study_maps(effect, variance)
     n_randomizations = _check_count(n_randomizations)
@@ -270,7 +270,7 @@ def randomization_block(
         Study maps over the mask voxels.
     seed_sequence : numpy.random.SeedSequence or sequence of them
         The block's seed, spawned by (analysis, block index) so that results do not depend on
-        chunking, worker count or retries (spec section 5); or ``n_randomizations`` seeds,
+        chunking, worker count or retries (docs/methods.md, section 12); or ``n_randomizations`` seeds,
         one per randomization (spawned by (analysis, randomization index)).
     n_randomizations : int
         Randomizations in this block.

@@ -1,4 +1,4 @@
-"""The AES-SDM peak kernel with a tissue-aware anisotropic distance (spec section 3).
+"""The AES-SDM peak kernel with a tissue-aware anisotropic distance (docs/methods.md, section 3).
 
 Pure NumPy/SciPy: no Dask, no files. The kernel of a peak p at voxel v is
 ``K = exp(-vd^2 / (2 sigma^2))`` with the virtual distance
@@ -23,9 +23,10 @@ from numpy.typing import NDArray
 from scipy import sparse
 from scipy.sparse import csgraph
 
+from daskmeta.errors import plain
 from daskmeta.model.grid import VOXEL_SIZE_MM
 
-#: Kernel values below this are set to zero; it fixes the kernel's radius (spec section 3).
+#: Kernel values below this are set to zero; it fixes the kernel's radius (docs/methods.md, section 3.2).
 KERNEL_FLOOR = 1e-4
 
 
@@ -60,7 +61,7 @@ def lattice_graph(
     tissue : ndarray, shape (3, 91, 109, 91)
         Grey, white and CSF probabilities.
     beta : float
-        Weight of the tissue change in a step's length (spec section 3, chosen here: 1).
+        Weight of the tissue change in a step's length (docs/methods.md, section 3.3, chosen here: 1).
 
     Returns
     -------
@@ -70,7 +71,7 @@ def lattice_graph(
         Node index of each brain voxel, -1 elsewhere.
     """
     if beta < 0:
-        raise ValueError(f"beta must be >= 0; {beta!r} was provided")
+        raise ValueError(f"beta must be >= 0; {plain(beta)!r} was provided")
     node_of = np.full(brain.shape, -1, dtype=np.int64)
     node_of[brain] = np.arange(int(brain.sum()))
     rows, cols, lengths = [], [], []
@@ -145,9 +146,9 @@ def peak_kernels(
     the straight gap to it (chosen here).
     """
     if not 0.0 <= anisotropy <= 1.0:
-        raise ValueError(f"anisotropy must be in [0, 1]; {anisotropy!r} was provided")
+        raise ValueError(f"anisotropy must be in [0, 1]; {plain(anisotropy)!r} was provided")
     if fwhm <= 0:
-        raise ValueError(f"fwhm must be > 0 mm; {fwhm!r} was provided")
+        raise ValueError(f"fwhm must be > 0 mm; {plain(fwhm)!r} was provided")
     peak_ijk = np.atleast_2d(np.asarray(peak_ijk, dtype=np.int64))
     target_ijk = np.asarray(target_ijk, dtype=np.int64)
     out = np.zeros((len(peak_ijk), len(target_ijk)))
@@ -179,7 +180,7 @@ def combine_peaks(kernels: NDArray[np.float64], peak_g: NDArray[np.float64]) -> 
     """Combine a study's peaks into its effect map and the kernel envelope ``W``.
 
     ``effect = sum_i K_i (K_i g_i) / sum_i K_i`` (0 where every ``K_i < 1e-8``) and
-    ``W = max_i K_i`` (spec section 3, chosen here): never above the largest peak, equal
+    ``W = max_i K_i`` (docs/methods.md, section 3.4, chosen here): never above the largest peak, equal
     to ``g_i`` at an isolated peak, cancelling where positive and negative peaks meet.
     """
     n_targets = kernels.shape[1]
@@ -337,7 +338,7 @@ class KernelPaster:
     ) -> NDArray[np.float64]:
         """SDM-Z of the studies' pasted maps, fused (Numba; no ``(study, voxel)`` stack).
 
-        Equals ``daskmeta.stats.fast_null.pooled_z(self.paste_all(...), sampling, constant)``
+        Equals ``daskmeta.stats.sdm_model.pooled_z(self.paste_all(...), sampling, constant)``
         bit for bit, several times faster (see :mod:`daskmeta.stats._paste_jit`).
 
         Parameters
@@ -346,7 +347,7 @@ class KernelPaster:
             As in :meth:`paste_all`.
         sampling, constant : ndarray of float64, shape (n_studies,)
             The variance model ``v = a + c g^2`` of each study
-            (:func:`~daskmeta.stats.fast_null.variance_model`).
+            (:func:`~daskmeta.stats.sdm_model.variance_model`).
 
         Returns
         -------

@@ -1,8 +1,8 @@
-"""Permutation null of the mean: each randomization permutes every study's voxels (spec 5).
+"""Permutation null of the mean, each study's voxels permuted (docs/methods.md, section 5.5).
 
-Spec section 5 allows relocating each study's voxels "by a random permutation of the mask
-voxels, or by independent uniform voxel draws" [C]. This engine permutes, and makes the
-permutations cheap:
+SDM relocates each study's voxels at random; daskmeta reads this as a random permutation
+of the mask voxels or as independent uniform voxel draws (docs/methods.md, section 5.1). This
+engine permutes, and makes the permutations cheap:
 
 1. Once per analysis, each study's effects are put in a seeded uniformly random order
    (its *arrangement*, :class:`ShuffledStack`; ``numpy.random.Generator.permutation``).
@@ -21,8 +21,8 @@ but clumped; means and tail counts over randomizations stay unbiased.
 
 Cost: no random number and no gather per study-voxel. A randomization streams the (study,
 voxel) stack once (contiguous runs per tile) and pools as it goes
-(:mod:`daskmeta.stats._permutation_jit`); with the variance a function of the effect (spec
-section 3) only the effect is read. ``benchmarks/permutations.py`` measures it against the
+(:mod:`daskmeta.stats._permutation_jit`); with the variance a function of the effect
+(docs/methods.md, section 3.6) only the effect is read. ``benchmarks/permutations.py`` measures it against the
 time of streaming the stack from memory.
 
 References
@@ -429,7 +429,7 @@ def regression_permutation_block(
     stack: ShuffledStack, design: ArrayLike, seed_sequences: Sequence[np.random.SeedSequence],
     contrasts: Mapping[str, ArrayLike] | None = None, jit: bool | None = None,
 ) -> NDArray[np.int64]:
-    """Null histograms of the contrasts of a ``[1, x]`` meta-regression (spec section 8).
+    """Null histograms of the contrasts of a ``[1, x]`` meta-regression (docs/methods.md, section 8).
 
     Each randomization relocates every study's map by the permutations of
     :func:`permutation_block` (each study keeps its covariate) and fits, per voxel, the

@@ -1,6 +1,6 @@
 """Randomization p-values of SDM-Z against the null summaries of :mod:`daskmeta.stats.null`.
 
-Pure NumPy kernels (spec section 5): the uncorrected one-tailed p-value of a z against the
+Pure NumPy kernels (docs/methods.md, section 5): the uncorrected one-tailed p-value of a z against the
 binned null histogram (:func:`p_from_histogram`) and the z thresholds where it reaches a
 given p (:func:`z_threshold_for_p`); family-wise error (FWE) corrected voxel
 (:func:`p_fwe`) and cluster (:func:`cluster_p_fwe`) p-values from per-randomization maxima.
@@ -55,7 +55,7 @@ def _signed_p(
 
 
 def p_from_histogram(z: ArrayLike, hist: ArrayLike) -> NDArray[np.float64]:
-    """One-tailed randomization p-value of each z against a binned null (spec section 5).
+    """One-tailed randomization p-value of each z against a binned null (docs/methods.md, section 5.2).
 
     ``p = (1 + #{null >= z}) / (1 + N)`` for ``z > 0`` and ``(1 + #{null <= z}) / (1 + N)``
     for ``z < 0``, with ``N = hist.sum()``. Counting is conservative: the whole bin holding
@@ -84,7 +84,7 @@ def p_from_histogram(z: ArrayLike, hist: ArrayLike) -> NDArray[np.float64]:
 
 
 def p_fwe(z: ArrayLike, max_z: ArrayLike, min_z: ArrayLike) -> NDArray[np.float64]:
-    """Family-wise corrected voxel p-values from per-randomization extremes (spec section 5).
+    """Family-wise corrected voxel p-values from per-randomization extremes (docs/methods.md, section 5.3).
 
     ``(1 + #{max_b >= z}) / (1 + B)`` for ``z > 0``, ``(1 + #{min_b <= z}) / (1 + B)`` for
     ``z < 0``; ``z == 0`` gives 1 and NaN gives NaN. Exact (no binning).

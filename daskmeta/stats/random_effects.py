@@ -1,4 +1,4 @@
-"""DerSimonian-Laird random-effects pooling of study maps (spec section 4).
+"""DerSimonian-Laird random-effects pooling of study maps (docs/methods.md, section 4).
 
 Pure NumPy/SciPy kernels: arrays in, arrays out, the study axis given explicitly and
 reduced. Inputs may be float32; every sum is accumulated in float64. Nothing here knows
@@ -147,7 +147,7 @@ def _pool_core(
 ) -> tuple[NDArray[np.float64], ...]:
     """DL pooling over axis 0 of float64 arrays; returns ``mu, sum_w_star, tau2, q``.
 
-    ``Q`` is computed as ``sum w (y - mu_FE)^2``, algebraically the spec's formula but free of
+    ``Q`` is computed as ``sum w (y - mu_FE)^2``, algebraically the textbook formula but free of
     the cancellation of ``sum w y^2 - (sum w y)^2 / sum w`` when effects are large and close.
     Temporaries are reused in place: this is the inner loop of the randomization null.
     """
@@ -232,12 +232,12 @@ def dersimonian_laird(effect: ArrayLike, variance: ArrayLike, axis: int = 0) -> 
     -----
     The Wald z is reported (no Knapp-Hartung adjustment): PyMARE's ``DerSimonianLaird``
     agrees with ``small_sample_correction="wald"``. ``Q`` is accumulated as
-    ``sum w (y - mu_FE)^2``, which equals the spec's formula exactly in real arithmetic and
+    ``sum w (y - mu_FE)^2``, which equals the textbook formula exactly in real arithmetic and
     avoids its cancellation. No Python loop over voxels.
 
     References
     ----------
-    DerSimonian & Laird (1986), eq. 2-3; spec section 4.
+    DerSimonian & Laird (1986), eq. 2-3; docs/methods.md, section 4.
 
     Examples
     --------
@@ -287,7 +287,7 @@ def dl_from_sums(
     sum_w2: ArrayLike,
     k: ArrayLike,
 ) -> Heterogeneity:
-    """Cochran's Q, the DL tau2 and I2 from fixed-effect sums (spec section 4).
+    """Cochran's Q, the DL tau2 and I2 from fixed-effect sums (docs/methods.md, section 4).
 
     The first, sums-only half of the DerSimonian-Laird estimator. Because the sums are
     additive over studies, leave-one-out (jackknife) and subgroup estimates need no second
@@ -322,7 +322,7 @@ def dl_from_sums(
 
     References
     ----------
-    DerSimonian & Laird (1986), eq. 2-3; spec section 4.
+    DerSimonian & Laird (1986), eq. 2-3; docs/methods.md, section 4.
     """
     k_arr = np.asarray(k)
     if np.any(k_arr < 2):

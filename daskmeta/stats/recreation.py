@@ -1,4 +1,4 @@
-"""Recreating one study's effect-size maps from its peaks (spec section 3).
+"""Recreating one study's effect-size maps from its peaks (docs/methods.md, section 3).
 
 Pure NumPy: one study in, its ``effect``, ``effect_lower``, ``effect_upper`` and
 ``variance`` voxel vectors out. :mod:`daskmeta.analyses.recreate` maps it over studies with Dask.
@@ -56,7 +56,7 @@ def recreate_study(
     -----
     ``effect = sum K_i^2 g_i / sum K_i``, ``W = max K_i``,
     ``effect_lower/upper = effect -/+ (1 - W) g_thr`` and
-    ``variance = 1/n1 + 1/n2 + c effect^2`` (spec section 3).
+    ``variance = 1/n1 + 1/n2 + c effect^2`` (docs/methods.md, section 3).
     """
     peak_g = hedges_g(np.asarray(peak_t, dtype=np.float64), n1, n2)
     g_thr = float(abs(hedges_g(t_thr, n1, n2)))

@@ -1,4 +1,4 @@
-"""Random-effects meta-regression of study maps, one model per voxel (spec section 8).
+"""Random-effects meta-regression of study maps, one model per voxel (docs/methods.md, section 8).
 
 Pure NumPy kernels: arrays in, arrays out, the study axis given explicitly and reduced. The
 design matrix ``X`` (k studies x p columns) is shared by every voxel; effects and variances
@@ -41,6 +41,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from daskmeta.errors import plain
 from daskmeta.stats._validation import check_study_arrays
 from daskmeta.stats.null import N_HIST, histogram, relocation_source
 
@@ -126,7 +127,7 @@ def rescale(x: ArrayLike) -> tuple[NDArray[np.float64], float, float]:
     ------
     ValueError
         If ``x`` is not 1-D, has a NaN or infinite value (drop studies missing the covariate
-        first, spec section 8) or is constant (it would be collinear with the intercept).
+        first, docs/methods.md, section 8) or is constant (it would be collinear with the intercept).
 
     References
     ----------
@@ -150,7 +151,7 @@ def rescale(x: ArrayLike) -> tuple[NDArray[np.float64], float, float]:
     low, high = float(x.min()), float(x.max())
     if high == low:
         raise ValueError(
-            f"'x' is constant ({low!r} for all {x.size} studies); a constant regressor is "
+            f"'x' is constant ({plain(low)!r} for all {x.size} studies); a constant regressor is "
             "collinear with the intercept. Choose a covariate that varies across studies."
         )
     return (x - low) / (high - low), low, high
@@ -177,7 +178,7 @@ def original_units(
         The same line in the covariate's original units, float64.
     """
     if not high > low:
-        raise ValueError(f"'high' must exceed 'low'; got low={low!r}, high={high!r}.")
+        raise ValueError(f"'high' must exceed 'low'; got low={plain(low)!r}, high={plain(high)!r}.")
     b = np.asarray(slope, dtype=np.float64) / (high - low)
     return np.asarray(intercept, dtype=np.float64) - b * low, b
 
@@ -290,12 +291,12 @@ def meta_regression(
     ``tau2`` is 0 where its denominator ``tr(W) - tr((X'WX)^-1 X'W^2X)`` is not positive.
     Coefficient covariances are Wald (no Knapp-Hartung): PyMARE's ``DerSimonianLaird`` with
     ``small_sample_correction="wald"`` and metafor's ``rma(method="DL", test="z")`` agree.
-    The z is "SDM-Z": its p-values come from the randomization null (spec section 5), not
+    The z is "SDM-Z": its p-values come from the randomization null (docs/methods.md, section 5), not
     the normal curve. No Python loop over voxels; memory is O(V p^2) besides the inputs.
 
     References
     ----------
-    DerSimonian & Laird (1986); Raudenbush (2009), eq. 16.21; spec section 8.
+    DerSimonian & Laird (1986); Raudenbush (2009), eq. 16.21; docs/methods.md, section 8.
 
     Examples
     --------
@@ -375,7 +376,7 @@ def regression_null_block(
 
     Each randomization relocates every study's voxels (uniform draws with replacement, the
     draw of :func:`daskmeta.stats.null.relocate`); each study keeps its covariate row of
-    ``design`` (spec section 8).
+    ``design`` (docs/methods.md, section 8).
 
     Returns
     -------

@@ -42,7 +42,7 @@ _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
 def variance_model(n1: ArrayLike, n2: ArrayLike | None = None) -> tuple[NDArray[np.float64], ...]:
-    """``(a, c)`` of ``variance(g) = a + c g^2`` per study from its sample sizes (spec 2-3).
+    """``(a, c)`` of ``variance(g) = a + c g^2`` per study, from n1 and n2 (docs/methods.md, sections 2-3).
 
     ``a = 1/n1 + 1/n2`` (``1/n1`` where ``n2`` is NaN: one-sample) and ``c =
     variance_constant(df)``.

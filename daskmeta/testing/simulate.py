@@ -4,7 +4,7 @@ Published meta-analyses rarely come with their studies' peak coordinates, and te
 studies whose truth is known. This module draws peaks for a table of studies (real sample
 sizes, thresholds and peak counts, or a synthetic table from
 :func:`~daskmeta.testing.synthetic.simulate_table`) around planted :class:`TrueEffect` locations and
-writes the SDM folder of spec section 1 (with :func:`~daskmeta.io.sdm_writer.write_studyset`).
+writes the SDM folder of docs/methods.md, section 1 (with :func:`~daskmeta.io.sdm_writer.write_studyset`).
 
 The generative model [C, chosen here; every number is a parameter]:
 
@@ -63,6 +63,7 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy.spatial import cKDTree
 
+from daskmeta.errors import plain
 from daskmeta.io.sdm_writer import write_studyset
 from daskmeta.model.coordinates import mni_to_tal, to_spm_mni
 from daskmeta.model.grid import Mask, MaskName, ijk_to_mm, in_grid, load_mask, mm_to_ijk
@@ -108,10 +109,10 @@ class TrueEffect:
 
     def __post_init__(self) -> None:
         if self.sign not in (1, -1):
-            raise ValueError(f"TrueEffect sign must be +1 or -1; {self.sign!r} was provided")
+            raise ValueError(f"TrueEffect sign must be +1 or -1; {plain(self.sign)!r} was provided")
         if not 0.0 <= self.probability <= 1.0:
             raise ValueError(
-                f"TrueEffect probability must lie in [0, 1]; {self.probability!r} was provided"
+                f"TrueEffect probability must lie in [0, 1]; {plain(self.probability)!r} was provided"
             )
 
     @property
@@ -123,10 +124,10 @@ class TrueEffect:
 def threshold_t(
     threshold: str, n1: float, n2: float | None = None, corrected_p: float = CORRECTED_VOXEL_P
 ) -> float:
-    """The t a study's peaks had to exceed, from the threshold text of a study table [C].
+    """The t a study's peaks had to exceed, from the threshold text of a study table (chosen here).
 
     * ``"... uncorrected"`` with ``p < X``: the t of one-tailed ``p = X`` (SPM's t contrasts
-      are one-tailed, and spec section 1 converts ``p_thr`` the same way).
+      are one-tailed, and docs/methods.md, section 1.4, converts ``p_thr`` the same way).
     * ``"... corrected"`` (also FWE, FDR, GRF, AlphaSim, TFCE, Monte Carlo): the corrected p
       is cluster- or family-wise, not the voxel threshold peaks must pass; the usual
       cluster-forming threshold, one-tailed ``p = corrected_p`` (0.001), is assumed.
@@ -203,13 +204,13 @@ def _fill_n_peaks(table: pd.DataFrame) -> pd.Series:
         known = counts[(groups == groups[idx]) & counts.notna()]
         if known.empty:
             raise ValueError(
-                f"n_peaks of study {table.at[idx, 'study']!r} is missing and no study of its "
+                f"n_peaks of study {plain(table.at[idx, 'study'])!r} is missing and no study of its "
                 "modality has one to take the median of; give n_peaks"
             )
         counts[idx] = math.floor(float(known.median()) + 0.5)
     if (counts < 0).any() or (counts % 1 != 0).any():
         bad = table.loc[(counts < 0) | (counts % 1 != 0), "study"].iloc[0]
-        raise ValueError(f"n_peaks of study {bad!r} must be a whole number >= 0")
+        raise ValueError(f"n_peaks of study {plain(bad)!r} must be a whole number >= 0")
     return counts.astype(np.int64)
 
 
@@ -243,16 +244,16 @@ def _check_table(table: pd.DataFrame, effects: Sequence[TrueEffect]) -> pd.DataF
         bad = table[column].notna() & ~(sizes > 0) | (column == "n1") & sizes.isna()
         if bad.any():
             raise ValueError(
-                f"{column} of study {table.loc[bad, 'study'].iloc[0]!r} must be a positive "
+                f"{column} of study {plain(table.loc[bad, 'study'].iloc[0])!r} must be a positive "
                 f"number; {table.loc[bad, column].iloc[0]} was provided"
             )
         table[column] = sizes
     names = table["study"]
     bad = [n for n in names if not isinstance(n, str) or not n or re.search(r"[/\\\s]", n)]
     if bad:
-        raise ValueError(f"study names must be non-empty without spaces or slashes; got {bad[0]!r}")
+        raise ValueError(f"study names must be non-empty without spaces or slashes; got {plain(bad[0])!r}")
     if names.duplicated().any():
-        raise ValueError(f"duplicate study name {names[names.duplicated()].iloc[0]!r}")
+        raise ValueError(f"duplicate study name {plain(names[names.duplicated()].iloc[0])!r}")
     if any(e.modality is not None for e in effects) and "modality" not in table:
         raise ValueError("an effect has a modality filter but the table has no 'modality' column")
     if "space" in table:
@@ -426,7 +427,7 @@ def simulate_studies(
     Writes ``sdm_table.txt`` (tab-separated ``study, n1, n2, t_thr``, covariates; missing
     ``n2`` empty, other missing values ``NA``) and per study ``STUDY.spm_mni.txt``,
     ``STUDY.other_tal.txt`` (Talairach studies) or ``STUDY.no_peaks.txt``, with lines
-    ``x<TAB>y<TAB>z<TAB>t`` (spec section 1). Same arguments, byte-identical files.
+    ``x<TAB>y<TAB>z<TAB>t`` (docs/methods.md, section 1.2). Same arguments, byte-identical files.
 
     Parameters
     ----------

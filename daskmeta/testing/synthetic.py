@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from daskmeta.errors import plain
 from daskmeta.testing.simulate import TrueEffect, simulate_studies
 
 
@@ -70,7 +71,7 @@ def simulate_table(
     ['study', 'n1', 'n2', 'threshold', 'space', 'n_peaks', 'age']
     """
     if n_studies < 1:
-        raise ValueError(f"n_studies must be >= 1; {n_studies!r} was provided")
+        raise ValueError(f"n_studies must be >= 1; {plain(n_studies)!r} was provided")
     for label, (low, high) in {"n1_range": n1_range, "n_peaks_range": n_peaks_range}.items():
         if low > high or low < 0:
             raise ValueError(
