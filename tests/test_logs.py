@@ -123,3 +123,17 @@ def test_resampling_the_brain_mask_does_not_warn():
         warnings.simplefilter("error")
         maps = grid._resample_templates()
     assert maps["brain"].dtype == bool
+
+
+def test_libraries_imported_inside_the_context_log_to_the_file_only(tmp_path):
+    """A fresh process (distributed not yet imported) keeps the terminal clean too."""
+    code = (
+        "import logging, sys\n"
+        "from daskmeta.app.logs import log_to_file\n"
+        f"with log_to_file({str(tmp_path)!r}):\n"
+        "    import distributed\n"
+        "    logging.getLogger('distributed.shuffle._scheduler_plugin').warning('shuffle notice')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "shuffle notice" not in done.stderr + done.stdout
+    assert "shuffle notice" in (tmp_path / "daskmeta.log").read_text()

@@ -99,6 +99,10 @@ def log_to_file(folder: str | os.PathLike) -> Iterator[Path]:
     LocalCluster started meanwhile read the same set-up from ``$DASK_DISTRIBUTED__LOGGING``
     when they import distributed (Dask's ``distributed.logging`` configuration key).
     """
+    # distributed puts its terminal handlers on at import: import it first, so that they are
+    # among those replaced (imported later, inside the context, they would print anyway)
+    import distributed  # noqa: F401
+
     path = log_path(folder)
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, mode="a", encoding="utf-8")
