@@ -126,9 +126,10 @@ def test_resampling_the_brain_mask_does_not_warn():
 
 
 def test_libraries_imported_inside_the_context_log_to_the_file_only(tmp_path):
-    """A fresh process (distributed not yet imported) keeps the terminal clean too."""
+    """A fresh process (dask imported, distributed not yet) keeps the terminal clean too."""
     code = (
         "import logging, sys\n"
+        "import dask  # reads the Dask configuration before the context sets it for workers\n"
         "from daskmeta.app.logs import log_to_file\n"
         f"with log_to_file({str(tmp_path)!r}):\n"
         "    import distributed\n"
