@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -75,11 +76,14 @@ def cluster_client(
             client.close()
         return
     workers = n_workers or max(1, os.cpu_count() or 1)
-    cluster = LocalCluster(
-        n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-        memory_limit=memory_limit or "auto", host=LOCAL_HOST,
-        dashboard_address=dashboard_address or DASHBOARD_ADDRESS,
-    )
+    with warnings.catch_warnings():
+        # a busy dashboard port moves to a free one; the link printed below names it
+        warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
+            memory_limit=memory_limit or "auto", host=LOCAL_HOST,
+            dashboard_address=dashboard_address or DASHBOARD_ADDRESS,
+        )
     client = Client(cluster)
     if not quiet:
         say(f"daskmeta: LocalCluster with {workers} worker(s); dashboard: {client.dashboard_link}")
