@@ -43,19 +43,9 @@ Tarjan RE (1975). Efficiency of a good but not linear set union algorithm. J ACM
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-from daskmeta.stats._pooling_jit import accumulate, exact_z, finish
-
-
-def _jit(function):
-    """``njit`` with an on-disk cache; without a writable cache directory, compile per process."""
-    options = {"error_model": "numpy", "nogil": True}
-    try:
-        return numba.njit(cache=True, **options)(function)
-    except RuntimeError:  # numba found no writable cache locator
-        return numba.njit(**options)(function)
+from daskmeta.stats._pooling_jit import _jit, accumulate, exact_z, finish
 
 
 @_jit

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from daskmeta.stats._pooling_jit import _jit, exact_z, finish, position, summarize
+from daskmeta.stats._pooling_jit import _jit, exact_z, finish, summarize, uniform_index
 
 #: Voxels per tile: three float64 sums of a tile (12 kB) stay in L1.
 TILE = 512
@@ -39,11 +39,11 @@ def shifts_of(key, n_studies, n_voxels, out):
     """Each study's cyclic shift of randomization ``key``: uniform in ``[0, n_voxels)``.
 
     Draw ``s`` is SplitMix64 of ``key + (s + 1) * GAMMA`` mapped to the interval by
-    multiply-shift (:func:`~daskmeta.stats._pooling_jit.position`).
+    multiply-shift (:func:`~daskmeta.stats._pooling_jit.uniform_index`).
     """
     n = np.uint64(np.uint32(n_voxels))
     for s in range(n_studies):
-        out[s] = position(key, s + 1, n, 0, 0)
+        out[s] = uniform_index(key, s + 1, n)
 
 
 @_jit

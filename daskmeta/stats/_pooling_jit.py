@@ -17,7 +17,7 @@ from the one-pass Q with a safety margin (:data:`Q_MARGIN`); the few voxels wher
 tau2)``) by :func:`exact_z`.
 
 Random numbers: SplitMix64 (Steele, Lea and Flood 2014) as a counter-based generator
-(:func:`position`): the value for counter ``i`` is ``mix(key + (i + 1) * GAMMA)``, so it
+(:func:`uniform_index`): the value for counter ``i`` is ``mix(key + (i + 1) * GAMMA)``, so it
 depends only on the randomization's key, never on the chunking or the block.
 
 References
@@ -68,19 +68,16 @@ def splitmix64(state):
 
 
 @_jit
-def position(key, counter, n, shift, offset):
-    """Table position of the draw with this counter (1-based) for one study.
+def uniform_index(key, counter, n):
+    """The uniform integer in ``[0, n)`` of this counter (1-based) of the stream ``key``.
 
-    ``u = floor(r * n / 2^64)`` (exact, from two 32 x 32-bit products; ``n < 2^32``) is a
-    source voxel uniform up to a relative bias below ``n / 2^64``; the study's zero voxels
-    come first in that order, so ``max(u - shift, 0)`` with ``shift = n_zero - 1`` is the
-    position in the study's table, whose entry 0 is the zero.
+    ``floor(r * n / 2^64)`` of the SplitMix64 word ``r``, exact from two 32 x 32-bit products
+    (``n < 2^32``): uniform up to a relative bias below ``n / 2^64`` (Lemire 2019).
     """
     r = splitmix64(key + np.uint64(counter) * GAMMA)
     high = r >> np.uint64(32)
     low = r & LOW32
-    u = np.int64((high * n + ((low * n) >> np.uint64(32))) >> np.uint64(32)) - shift
-    return offset + (u if u > 0 else 0)
+    return np.int64((high * n + ((low * n) >> np.uint64(32))) >> np.uint64(32))
 
 
 @_jit

@@ -199,7 +199,7 @@ def uniform_draws(key: np.uint64, counters: NDArray[np.uint64], n: int) -> NDArr
     """The kernels' draws in ``[0, n)`` for these 1-based counters of stream ``key`` (NumPy).
 
     SplitMix64 of ``key + counter * GAMMA``, mapped by ``floor(r * n / 2^64)`` (exact, from
-    two 32 x 32-bit products; ``n < 2^32``): :func:`daskmeta.stats._pooling_jit.position`.
+    two 32 x 32-bit products; ``n < 2^32``): :func:`daskmeta.stats._pooling_jit.uniform_index`.
     """
     r = np.asarray(counters, dtype=np.uint64) * _GAMMA + np.uint64(key)
     r = (r ^ (r >> np.uint64(30))) * _MIX1
