@@ -12,8 +12,8 @@ null       randomization graphs (Dask)
 analyses   map-level analyses: recreate, mean, jackknife, linear models, ...
 inference  thresholds, clusters, atlas labels, bias tables
 report     exports, plots, summaries, citations
+testing    simulation helpers for tests, benchmarks, the example data and ``daskmeta simulate``
 app        typed configuration, workflow, Dask client, command line
-testing    simulation helpers for tests, benchmarks and the example data
 =========  ==================================================================
 """
 
@@ -26,7 +26,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "daskmeta"
 
-LAYERS = ("errors", "model", "stats", "io", "null", "analyses", "inference", "report", "app", "testing")
+LAYERS = ("errors", "model", "stats", "io", "null", "analyses", "inference", "report", "testing", "app")
 #: Subpackages and modules that sit on a layer of another name.
 ALIASES = {"datasets": "errors", "__main__": "app"}
 #: Third-party packages the pure kernels must not import.

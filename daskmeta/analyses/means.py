@@ -143,7 +143,11 @@ def mean(
     pooled = pool(selected)
     n_studies = selected.sizes["study"]
     sizes = sample_sizes(selected)
-    peaks = (selected.peak_g.data, *sizes) if sizes is not None and "peak_g" in selected else None
+    # the cluster-extent null relocates peaks: it needs every study's peaks and sample sizes,
+    # so it is skipped when a study was given as a statistical map (docs/methods.md, 5.4)
+    images = bool(selected["is_image"].any()) if "is_image" in selected.coords else False
+    peaks = ((selected.peak_g.data, *sizes)
+             if sizes is not None and "peak_g" in selected and not images else None)
     summary = null_summary(
         selected.effect.data, selected.variance.data, permutations, seed, name,
         maps.attrs["mask"], block_size, voxel_p, peaks, float(maps.attrs.get("fwhm", 20.0)),

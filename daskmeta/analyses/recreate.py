@@ -1,4 +1,10 @@
-"""Study-map recreation as a lazy Dask graph: one task per study, stacked into xarray."""
+"""Study maps as a lazy Dask graph, stacked into xarray (docs/methods.md, section 3).
+
+A peak study is recreated by one task from its peaks (:func:`daskmeta.stats.recreation.recreate_study`).
+An image study (a statistical map given as input) is converted chunk by chunk of voxels: each
+task reads the image, samples it at the chunk's voxels and converts the values
+(:func:`daskmeta.stats.recreation.statmap_study`), so no task holds more than one image.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ from daskmeta.model.grid import MaskName, load_mask, mm_to_ijk, templates, tissu
 from daskmeta.model.studyset import StudySet, peak_lines
 from daskmeta.stats.effect_size import hedges_g
 from daskmeta.stats.peak_kernel import lattice_graph
-from daskmeta.stats.recreation import MAP_NAMES, recreate_study
+from daskmeta.stats.recreation import MAP_NAMES, recreate_study, statmap_study
 
 #: Default number of voxels per chunk of study maps (about 1 MB per float32 variable
 #: and 24 studies at 16384).
@@ -44,13 +50,45 @@ def _recreate_task(
     return maps.astype(np.float32)
 
 
+def _statmap_task(path: str, stat: str, n1: float, n2: float, t_thr: float, mask: str,
+                  start: int, stop: int) -> np.ndarray:
+    """One chunk of an image study's maps: voxels ``start..stop-1`` of the mask."""
+    from daskmeta.io.statmap import sample_statmap
+
+    values = sample_statmap(path, load_mask(mask).ijk[start:stop])
+    return statmap_study(values, n1, n2, t_thr, stat).astype(np.float32)
+
+
+def image_paths(table: pd.DataFrame) -> list[str]:
+    """Each study's statistical map (``""`` for a peak study), from the table's ``map`` column."""
+    if "map" not in table.columns:
+        return [""] * len(table)
+    return ["" if pd.isna(path) else str(path) for path in table["map"]]
+
+
 def studies_hash(studies: StudySet) -> str:
-    """A short hash of the study and peak tables, recorded with every result."""
+    """A short hash of the study and peak tables and of every statistical map's bytes."""
     digest = hashlib.sha256()
     digest.update(pd.util.hash_pandas_object(studies.studies.astype(str), index=False).values)
     digest.update(pd.util.hash_pandas_object(
         studies.peaks[["study", "x", "y", "z", "t"]].astype(str), index=False).values)
+    for path in image_paths(studies.studies):
+        if path:
+            with open(path, "rb") as handle:
+                digest.update(hashlib.file_digest(handle, "sha256").digest())
     return digest.hexdigest()[:16]
+
+
+def _image_stack(path: str, stat: str, row: object, mask: str, n_voxels: int,
+                 voxel_chunk: int) -> da.Array:
+    """An image study's (4, voxel) maps, one task per chunk of voxels."""
+    chunks = []
+    for start in range(0, n_voxels, voxel_chunk):
+        stop = min(start + voxel_chunk, n_voxels)
+        task = dask.delayed(_statmap_task, pure=True)(
+            path, stat, float(row.n1), float(row.n2), float(row.t_thr), mask, start, stop)
+        chunks.append(da.from_delayed(task, shape=(len(MAP_NAMES), stop - start), dtype=np.float32))
+    return da.concatenate(chunks, axis=1)
 
 
 def study_coords(table: pd.DataFrame) -> dict[str, tuple[str, np.ndarray]]:
@@ -118,9 +156,11 @@ def recreate(
     -------
     xarray.Dataset
         ``effect``, ``effect_lower``, ``effect_upper``, ``variance`` (float32, dims
-        ``(study, voxel)``, Dask-backed: one recreation task per study), ``peak_g`` (each
-        study's peak effects, ``(study, peak)``, NaN-padded); study-table
-        columns and voxel ``i, j, k, x, y, z`` as coordinates; parameters in ``attrs``.
+        ``(study, voxel)``, Dask-backed: one recreation task per peak study, one conversion
+        task per chunk of voxels of an image study), ``peak_g`` (each study's peak effects,
+        ``(study, peak)``, NaN-padded; all NaN for an image study); study-table columns,
+        ``is_image`` and voxel ``i, j, k, x, y, z`` as coordinates; parameters and the peaks
+        (``attrs['peaks']``, ``[study, x, y, z, t]`` records) in ``attrs``.
 
     References
     ----------
@@ -135,7 +175,13 @@ def recreate(
     grid_mask = load_mask(mask)
     n_voxels = grid_mask.n_voxels
     stacks = []
-    for row in studies.studies.itertuples(index=False):
+    paths = image_paths(studies.studies)
+    stats = (studies.studies["map_stat"].fillna("t").replace("", "t").tolist()
+             if "map_stat" in studies.studies.columns else ["t"] * len(paths))
+    for row, path, stat in zip(studies.studies.itertuples(index=False), paths, stats, strict=True):
+        if path:
+            stacks.append(_image_stack(path, stat, row, mask, n_voxels, voxel_chunk))
+            continue
         peaks = studies.peaks_of(row.study)
         ijk = mm_to_ijk(peaks[["x", "y", "z"]].to_numpy()) if len(peaks) else np.empty((0, 3), int)
         outside = grid_mask.lookup[tuple(ijk.T)] < 0 if len(peaks) else np.array([], bool)
@@ -160,9 +206,14 @@ def recreate(
         "fwhm": float(fwhm), "anisotropy": float(anisotropy), "beta": float(beta),
         "mask": mask, "n_voxels": n_voxels, "kernel": KERNEL_NAME,
         "studies_hash": studies_hash(studies), "daskmeta_version": __version__,
+        # the peaks in MNI mm, so that a store can give its study set back (e.g. to NiMARE)
+        "peaks": [[str(p.study), float(p.x), float(p.y), float(p.z), float(p.t)]
+                  for p in studies.peaks.itertuples(index=False)],
     }
+    is_image = ("study", np.array([bool(path) for path in paths]))
     return with_mask(xr.Dataset(
         data_vars,
-        coords={"study": studies.names, **study_coords(studies.studies), **voxel_coords(mask)},
+        coords={"study": studies.names, **study_coords(studies.studies), "is_image": is_image,
+                **voxel_coords(mask)},
         attrs=attrs,
     ))

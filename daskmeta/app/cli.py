@@ -211,6 +211,52 @@ def sweep(
     typer.echo(f"sweep: {output['out']}")
 
 
+def _parse_effect(text: str) -> tuple[float, float, float, int]:
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        if len(parts) not in (3, 4):
+            raise ValueError
+        x, y, z = (float(v) for v in parts[:3])
+        sign = int(parts[3]) if len(parts) == 4 else 1
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: expected X,Y,Z or X,Y,Z,SIGN (MNI mm, sign +1 or -1)") from None
+    return x, y, z, sign
+
+
+@app.command()
+@handles_errors
+def simulate(
+    out: Annotated[Path, typer.Argument(help="SDM folder to write")],
+    studies: Annotated[int, typer.Option(help="Number of studies")] = 12,
+    maps: Annotated[int, typer.Option(help="How many of them (the first) are given as t-maps")] = 0,
+    peaks_from_maps: Annotated[bool, typer.Option(
+        help="Write those studies' peaks, read from their t-maps, instead of the maps")] = False,
+    effect: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        help="A planted effect X,Y,Z[,SIGN] in MNI mm (repeatable)")] = None,
+    one_sample: Annotated[bool, typer.Option(help="One-sample studies")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of every draw")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing folder")] = False,
+) -> None:
+    """Write a simulated study set: peaks around planted effects, some studies as t-maps.
+
+    The same seed writes the same studies: run it once with --maps K and once with --maps K
+    --peaks-from-maps to have K studies both as their maps and as those maps' peaks.
+    """
+    from daskmeta.testing.simulate import TrueEffect
+    from daskmeta.testing.statmaps import simulate_mixed_studies
+    from daskmeta.testing.synthetic import simulate_table
+
+    if not 0 <= maps <= studies:
+        _fail(f"--maps must be between 0 and --studies ({studies}); {maps} was provided")
+    planted = [TrueEffect(x, y, z, sign=sign, name=f"effect{n + 1}")
+               for n, (x, y, z, sign) in enumerate(map(_parse_effect, effect or ["-38,-26,56"]))]
+    table = simulate_table(studies, seed=seed, one_sample=one_sample)
+    folder = simulate_mixed_studies(table, planted, out, seed, maps, peaks_from_maps,
+                                    overwrite=overwrite)
+    typer.echo(f"daskmeta: {studies} simulated studies ({maps} as "
+               f"{'peaks of their t-maps' if peaks_from_maps else 't-maps'}) in {folder}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
