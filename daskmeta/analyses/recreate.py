@@ -21,6 +21,7 @@ import xarray as xr
 from daskmeta import __version__
 from daskmeta.errors import DaskmetaWarning, plain
 from daskmeta.io.nifti import with_mask
+from daskmeta.io.statmap import sample_statmap
 from daskmeta.model.grid import MaskName, load_mask, mm_to_ijk, templates, tissue_probabilities
 from daskmeta.model.studyset import StudySet, peak_lines
 from daskmeta.stats.effect_size import hedges_g
@@ -53,8 +54,6 @@ def _recreate_task(
 def _statmap_task(path: str, stat: str, n1: float, n2: float, t_thr: float, mask: str,
                   start: int, stop: int) -> np.ndarray:
     """One chunk of an image study's maps: voxels ``start..stop-1`` of the mask."""
-    from daskmeta.io.statmap import sample_statmap
-
     values = sample_statmap(path, load_mask(mask).ijk[start:stop])
     return statmap_study(values, n1, n2, t_thr, stat).astype(np.float32)
 

@@ -130,13 +130,28 @@ def info(store: Annotated[str, typer.Argument(help="A daskmeta Zarr store (path 
 @handles_errors
 def export(
     store: Annotated[str, typer.Argument(help="A daskmeta Zarr store (path or fsspec URL)")],
-    group: Annotated[str, typer.Argument(help="'studies' or an analysis name")],
+    group: Annotated[Optional[str], typer.Argument(  # noqa: UP045 - typer needs Optional here
+        help="'studies' or an analysis name (optional with --nimare)")] = None,
     out: Annotated[Path, typer.Option(help="Output folder for NIfTI files")] = Path("results"),
+    nimare: Annotated[Optional[Path], typer.Option(  # noqa: UP045 - typer needs Optional here
+        "--nimare", help="Also write the store's study set as a NiMARE Studyset JSON here "
+        "(peaks in MNI with their t, sample sizes, covariates, statistical maps)")] = None,
 ) -> None:
-    """Export a store group's maps to NIfTI."""
+    """Export a store group's maps to NIfTI, or the store's study set for NiMARE (--nimare)."""
     from daskmeta.io.nifti import to_nifti
     from daskmeta.io.store import read_group
 
+    if group is None and nimare is None:
+        raise typer.BadParameter("give GROUP ('studies' or an analysis name), --nimare OUT.json, "
+                                 "or both")
+    if nimare is not None:
+        from daskmeta.io.nimads import studyset_from_maps, write_studyset_json
+
+        study_set = studyset_from_maps(read_group(store, "studies"))
+        nimare.parent.mkdir(parents=True, exist_ok=True)
+        typer.echo(str(write_studyset_json(study_set, nimare, name=store)))
+    if group is None:
+        return
     path = group if group == "studies" else f"analyses/{group}"
     ds = read_group(store, path)
     for name, var in ds.data_vars.items():

@@ -1,5 +1,8 @@
 """Readers of study sets: SDM folders, native tables, NiMARE JSON and Sleuth text.
 
+Any of them may give studies as whole-brain statistical maps (:mod:`daskmeta.io.statmap`);
+:func:`write_studyset_json` exports a study set for NiMARE.
+
 Every reader returns a :class:`~daskmeta.model.studyset.StudySet` with coordinates in SPM-MNI mm
 and a signed t per peak (docs/methods.md, section 1); bad input raises
 :class:`~daskmeta.errors.InputError` naming the file, line and field, and documented
@@ -11,18 +14,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from daskmeta.errors import InputError
+from daskmeta.io.nimads import is_nimads, read_nimads, studyset_from_maps, write_studyset_json
 from daskmeta.io.nimare import read_nimare_json
 from daskmeta.io.sdm_folder import read_sdm_folder
 from daskmeta.io.sleuth import is_sleuth, read_sleuth
+from daskmeta.io.statmap import inspect_statmap, sample_statmap
 from daskmeta.io.tables import read_tables
 from daskmeta.model.studyset import StudySet
 
-__all__ = ["load_studies", "read_nimare_json", "read_sdm_folder", "read_sleuth", "read_tables"]
+__all__ = [
+    "inspect_statmap", "load_studies", "read_nimads", "read_nimare_json", "read_sdm_folder",
+    "read_sleuth", "read_tables", "sample_statmap", "studyset_from_maps", "write_studyset_json",
+]
 
 _EXPECTED = (
     "expected a folder holding sdm_table.txt and peak files, a folder holding studies.tsv "
-    "and peaks.tsv, a studies.tsv file with peaks.tsv beside it, a NiMARE dataset .json, or a "
-    "Sleuth .txt file whose first line starts with '//'"
+    "and peaks.tsv, a studies.tsv file with peaks.tsv beside it, a NiMARE Dataset or Studyset "
+    ".json, or a Sleuth .txt file whose first line starts with '//'"
 )
 
 
@@ -38,7 +46,8 @@ def load_studies(path: str | Path) -> StudySet:
           :func:`read_sdm_folder`;
         - a folder with ``studies.tsv`` and ``peaks.tsv``, or a ``studies.tsv`` with
           ``peaks.tsv`` beside it: :func:`read_tables`;
-        - a ``*.json`` file: a NiMARE dataset, :func:`read_nimare_json`;
+        - a ``*.json`` file: a NiMARE Studyset (an object with a ``studies`` list),
+          :func:`read_nimads`, else a NiMARE Dataset, :func:`read_nimare_json`;
         - a ``*.txt`` file whose first non-blank line starts with ``//``: Sleuth text,
           :func:`read_sleuth`.
 
@@ -71,7 +80,7 @@ def load_studies(path: str | Path) -> StudySet:
     if name == "studies.tsv":
         return read_tables(path)
     if name.endswith(".json"):
-        return read_nimare_json(path)
+        return read_nimads(path) if is_nimads(path) else read_nimare_json(path)
     if name.endswith(".txt") and is_sleuth(path):
         return read_sleuth(path)
     raise InputError(f"unrecognised input; {_EXPECTED}", path)

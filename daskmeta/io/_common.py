@@ -9,7 +9,10 @@ docs/methods.md, section 1, once for all formats:
 - missing ``t_thr`` from ``p_thr``, else the smallest ``|t|`` among the study's peaks of
   known value, else the t of p = 0.001 (a :class:`~daskmeta.errors.DaskmetaWarning` each);
 - peaks of unknown value (letters ``p`` / ``n``) get ``+/- t_thr`` (a warning each study);
-- coordinates converted to SPM-MNI and checked against the MNI152 2 mm grid.
+- coordinates converted to SPM-MNI and checked against the MNI152 2 mm grid;
+- statistical maps (``map``, ``map_stat``) checked with
+  :func:`~daskmeta.io.statmap.inspect_statmap`; a study with a map loses its peaks
+  (docs/methods.md, section 3.8).
 
 Readers never write files.
 """
@@ -17,26 +20,35 @@ Readers never write files.
 from __future__ import annotations
 
 import codecs
+import os
 import re
-import sys
-import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from daskmeta.errors import DaskmetaWarning, InputError, plain
+from daskmeta.errors import InputError, plain
+from daskmeta.io._notes import note
+from daskmeta.io.statmap import inspect_statmap
 from daskmeta.model.coordinates import SPACE_TOKENS, to_spm_mni
 from daskmeta.model.grid import GRID_AFFINE, GRID_SHAPE, in_grid, mm_to_ijk
-from daskmeta.model.studyset import PEAK_COLUMNS, STUDY_COLUMNS, StudySet, peak_lines, validate
+from daskmeta.model.studyset import (
+    MAP_COLUMNS,
+    MAP_STATS,
+    PEAK_COLUMNS,
+    STUDY_COLUMNS,
+    StudySet,
+    peak_lines,
+    validate,
+)
 from daskmeta.stats.effect_size import degrees_of_freedom, t_from_p, t_from_z
 
 #: Cell texts read as a missing value (compared case-insensitively).
 MISSING = frozenset({"", "na", "nan", "n/a"})
 #: Study-table columns with a meaning of their own; every other column is a covariate.
-RESERVED = ("study", "n1", "n2", "t_thr", "p_thr", "peak_stat")
+RESERVED = ("study", "n1", "n2", "t_thr", "p_thr", "peak_stat", *MAP_COLUMNS)
 #: Kinds of peak statistic: t, z or one-tailed p.
 STAT_TYPES = ("t", "z", "p")
 #: Uncorrected p of ``t_thr`` without threshold or peaks (chosen here; docs/methods.md, section 1.4).
@@ -50,7 +62,6 @@ RAW_PEAK_KEYS = (
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+")
 _AXES = ("x", "y", "z")
-_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
 
 
 def is_missing(value: Any) -> bool:
@@ -198,7 +209,8 @@ def parse_study_table(table: pd.DataFrame, path: str | Path) -> pd.DataFrame:
     """Study rows with numeric ``n1, n2, t_thr`` (and ``p_thr``), covariates converted.
 
     ``n2`` absent or empty means a one-sample design; ``t_thr`` absent is filled later by
-    :func:`assemble`. Keeps ``_line``.
+    :func:`assemble`. A ``map`` cell is a path relative to the table's folder, made absolute;
+    ``map_stat`` is ``t`` or ``z`` (empty: ``t`` for a study with a map). Keeps ``_line``.
     """
     require_columns(table, ("study", "n1"), path)
     studies = table.copy()
@@ -213,11 +225,30 @@ def parse_study_table(table: pd.DataFrame, path: str | Path) -> pd.DataFrame:
             for cell, line in zip(studies[column], studies["_line"], strict=True)
         ]
     check_thresholds(studies, path)
+    if "map" in studies:
+        studies["map"] = [resolve_path(cell, Path(path).parent) for cell in studies["map"]]
+    if "map_stat" in studies:
+        studies["map_stat"] = [
+            "" if is_missing(cell) else check_choice(cell, MAP_STATS, path, line, "map_stat")
+            for cell, line in zip(studies["map_stat"], studies["_line"], strict=True)
+        ]
     covariates = [c for c in studies.columns if c not in RESERVED and c != "_line"]
     convert_covariates(studies, covariates, path)
     studies["study"] = [str(name).strip() for name in studies["study"]]
     order = [*STUDY_COLUMNS, *(c for c in studies.columns if c not in STUDY_COLUMNS)]
     return studies[order]
+
+
+def resolve_path(cell: Any, folder: str | Path) -> str:
+    """A path cell made absolute against ``folder`` (``~`` expanded); ``""`` when missing.
+
+    A URL (``scheme://...``) is kept as it is: it is not on disk, which the caller reports.
+    """
+    if is_missing(cell):
+        return ""
+    if "://" in str(cell):
+        return str(cell).strip()
+    return os.path.abspath(Path(folder) / Path(str(cell).strip()).expanduser())
 
 
 def parse_stat(
@@ -247,18 +278,6 @@ def check_choice(value: str, allowed: tuple[str, ...], path: str | Path, line: i
         raise InputError(f"{field} must be one of {allowed}; {plain(value)!r} was provided",
                          path, line, field)
     return choice
-
-
-def note(log: list[str], message: str) -> None:
-    """Record an ingest fill-in in the log and emit it as a :class:`DaskmetaWarning`.
-
-    The warning points at the first caller outside daskmeta (the user's ``load_studies``).
-    """
-    log.append(message)
-    frame, level = sys._getframe(0), 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, DaskmetaWarning, stacklevel=level)
 
 
 def _grid_limits() -> str:
@@ -293,7 +312,11 @@ def convert_coordinates(peaks: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fill_thresholds(studies: pd.DataFrame, peaks: pd.DataFrame, log: list[str]) -> None:
-    """Fill missing ``t_thr`` in place (docs/methods.md, section 1.4)."""
+    """Fill missing ``t_thr`` in place (docs/methods.md, section 1.4).
+
+    A study given as a statistical map gets the same rule, recorded in the log without a
+    warning: its map gives the value of every voxel it covers (docs/methods.md, section 3.8).
+    """
     for idx in studies.index[studies["t_thr"].isna()]:
         name, df = studies.at[idx, "study"], studies.at[idx, "_df"]
         known = peaks.loc[(peaks["study"] == name) & (peaks["unknown"] == 0), "t"].abs()
@@ -308,7 +331,99 @@ def _fill_thresholds(studies: pd.DataFrame, peaks: pd.DataFrame, log: list[str])
             t_thr = float(t_from_p(DEFAULT_P_THR, df))
             how = f"as the t of an uncorrected p = {DEFAULT_P_THR:g} (no threshold, no peaks)"
         studies.at[idx, "t_thr"] = t_thr
-        note(log, f"study {plain(name)!r}: t_thr missing, set to {t_thr:.4f} {how} at df = {df:g}")
+        message = f"study {plain(name)!r}: t_thr missing, set to {t_thr:.4f} {how} at df = {df:g}"
+        if studies.at[idx, "map"]:
+            log.append(message.replace("(no threshold, no peaks)", "(a statistical map)"))
+        else:
+            note(log, message)
+
+
+def finish_map_columns(studies: pd.DataFrame) -> pd.DataFrame:
+    """``map`` and ``map_stat`` as strings (added empty when absent); ``map_stat`` ``t`` by default."""
+    studies = studies.copy()
+    for column in MAP_COLUMNS:
+        if column not in studies:
+            studies[column] = ""
+        studies[column] = ["" if is_missing(cell) else str(cell).strip() for cell in studies[column]]
+    studies["map_stat"] = [stat or ("t" if path else "")
+                           for path, stat in zip(studies["map"], studies["map_stat"], strict=True)]
+    return studies
+
+
+def _where(peaks: pd.DataFrame) -> str:
+    """The files (and lines) of a study's peaks, or of the listing it was read from."""
+    return peak_lines(peaks) or "its peak listing"
+
+
+def use_maps(
+    studies: pd.DataFrame,
+    peaks: pd.DataFrame,
+    listed: Mapping[str, str],
+    missing: str,
+    log: list[str],
+    table_path: str | Path | None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Check every study's map; drop the peaks of studies that have one (docs/methods.md, section 3.8).
+
+    Parameters
+    ----------
+    studies : DataFrame
+        With ``map``, ``map_stat`` (see :func:`finish_map_columns`), ``n1``, ``n2`` and
+        ``_line``; not changed (a copy is returned).
+    peaks : DataFrame
+        Raw peak rows (``study``, ``source``, ``line``).
+    listed : mapping of str to str
+        Studies whose peaks were listed by the input, even with zero peaks (a peak file, a
+        ``coords`` object, a non-empty ``points`` list), to where; a study with peak rows
+        counts as listed too.
+    missing : {'error', 'fallback'}
+        A map that is not on disk: an error naming the table's line (``error``; for tables
+        a user wrote), or, for a study with listed peaks, its peaks are used and one warning
+        lists every such map (``fallback``; JSON files that name images not shipped with
+        them). A study with neither listed peaks nor an existing map is always an error.
+    log : list of str
+        Ingest log.
+    table_path : str or Path, optional
+        The file naming the maps, for messages.
+
+    Returns
+    -------
+    studies, peaks : DataFrame
+        Maps that are not on disk cleared (fallback), peaks of image studies dropped.
+    """
+    studies, keep = studies.copy(), np.ones(len(peaks), dtype=bool)
+    lines = studies["_line"] if "_line" in studies else pd.Series([None] * len(studies),
+                                                                   index=studies.index)
+    fallbacks, dropped = [], []
+    for idx in studies.index[studies["map"] != ""]:
+        name, path = studies.at[idx, "study"], studies.at[idx, "map"]
+        line = None if pd.isna(lines[idx]) else int(lines[idx])
+        own = (peaks["study"] == name).to_numpy()
+        has_peaks = name in listed or bool(own.any())
+        if not Path(path).is_file():
+            if not has_peaks:
+                raise InputError(f"study {plain(name)!r} has no peaks and its statistical map "
+                                 f"{path} is not on disk", table_path, line, "map")
+            if missing != "fallback":
+                raise InputError(f"statistical map {path} of study {plain(name)!r} not found",
+                                 table_path, line, "map")
+            fallbacks.append(f"study {plain(name)!r}: {path}")
+            studies.at[idx, "map"], studies.at[idx, "map_stat"] = "", ""
+            continue
+        n2 = studies.at[idx, "n2"]
+        inspect_statmap(path, float(studies.at[idx, "n1"]), None if pd.isna(n2) else float(n2),
+                        studies.at[idx, "map_stat"], log)
+        if has_peaks:
+            where = _where(peaks[own]) if own.any() else listed[name]
+            dropped.append(f"study {plain(name)!r}: map {path} used, peaks of {where} dropped")
+            keep &= ~own
+    if fallbacks:
+        note(log, f"{len(fallbacks)} statistical map(s) named in {table_path} are not on disk; "
+                  f"those studies use their peaks instead: {'; '.join(fallbacks)}")
+    if dropped:
+        note(log, f"{len(dropped)} stud{'y has' if len(dropped) == 1 else 'ies have'} both "
+                  f"peaks and a statistical map; the map is used: {'; '.join(dropped)}")
+    return studies, peaks[keep]
 
 
 def assemble(
@@ -317,6 +432,8 @@ def assemble(
     source: str | Path,
     table_path: str | Path | None,
     log: list[str] | None = None,
+    listed: Mapping[str, str] | None = None,
+    missing_maps: str = "error",
 ) -> StudySet:
     """Validate, convert statistics and coordinates, fill thresholds; build the StudySet.
 
@@ -334,14 +451,19 @@ def assemble(
         The file holding the study rows, for messages.
     log : list of str, optional
         Ingest log to extend.
+    listed : mapping of str to str, optional
+        Studies whose peaks the input listed, possibly none (see :func:`use_maps`).
+    missing_maps : {'error', 'fallback'}
+        What a map that is not on disk means (see :func:`use_maps`).
     """
     log = [] if log is None else log
+    studies = finish_map_columns(studies)
     peaks = pd.DataFrame(raw_peaks, columns=list(RAW_PEAK_KEYS))
     peaks = peaks.astype({"x_orig": np.float64, "y_orig": np.float64, "z_orig": np.float64,
                           "value": np.float64, "unknown": np.int64, "line": np.int64,
                           "study": str, "space": str, "source": str})
     validate(studies, peaks, str(source), None if table_path is None else str(table_path))
-    studies = studies.copy()
+    studies, peaks = use_maps(studies, peaks, listed or {}, missing_maps, log, table_path)
     studies["_df"] = degrees_of_freedom(studies["n1"], studies["n2"])
     peaks = convert_coordinates(peaks)
     df = peaks["study"].map(dict(zip(studies["study"], studies["_df"], strict=True)))
@@ -368,4 +490,6 @@ def assemble(
         note(log, f"study {plain(name)!r}: {len(group)} peak(s) of unknown value set to +/- t_thr "
                   f"= {t_thr:.4f} ({peak_lines(group)})")
     studies = studies.drop(columns=["_df", "_line"], errors="ignore")
+    order = [*STUDY_COLUMNS, *MAP_COLUMNS]
+    studies = studies[[*order, *(c for c in studies.columns if c not in order)]]
     return StudySet(studies, peaks[list(PEAK_COLUMNS)].copy(), str(source), log)

@@ -15,7 +15,16 @@ contrast daskmeta reads:
     ``sample_sizes``: one entry for a one-sample design, two for ``n1, n2`` (required).
     ``t_thr`` / ``p_thr`` if present; other scalar entries become covariates.
 
-A contrast without ``coords`` (an image-only contrast) is an error rather than a silent
+``images``
+    ``t`` (a t-map) or else ``z`` (a z-map): the contrast's whole-brain statistical map
+    (docs/methods.md, section 3.8), a path relative to the JSON's folder. Other image
+    types (``beta``, ``varcope``, ...) are not used. A contrast with a map needs no
+    ``coords``; with both, the map is used, its peaks are dropped and a warning says so. A
+    map that is not on disk (NiMARE's own example data sets name images that are not
+    shipped with them) makes the contrast fall back to its peaks, with one warning listing
+    every missing map.
+
+A contrast with neither ``coords`` nor an existing map is an error rather than a silent
 null study. JSON has no fields on lines of their own, so the line given in messages is
 that of the contrast's (or study's) key in the file, found by a text search.
 """
@@ -39,6 +48,7 @@ from daskmeta.io._common import (
     is_missing,
     parse_number,
     read_text,
+    resolve_path,
 )
 from daskmeta.model.coordinates import SPACE_TOKENS
 from daskmeta.model.studyset import STUDY_COLUMNS, StudySet
@@ -51,6 +61,18 @@ SPACES = {
 }
 #: Per-peak statistic lists in ``coords`` and their kind.
 STAT_KEYS = {"t": "t", "t_stat": "t", "z_stat": "z"}
+#: ``images`` keys read as the contrast's statistical map, in order of preference.
+IMAGE_KEYS = ("t", "z")
+
+
+def contrast_image(images: Any, folder: Path) -> tuple[str, str]:
+    """``(absolute path, stat)`` of a contrast's ``images.t`` (else ``images.z``); ``("", "")``."""
+    if not isinstance(images, dict):
+        return "", ""
+    for key in IMAGE_KEYS:
+        if isinstance(images.get(key), str) and images[key].strip():
+            return resolve_path(images[key], folder), key
+    return "", ""
 
 
 class _Locator:
@@ -84,8 +106,9 @@ def _sample_sizes(meta: dict[str, Any], name: str, path: Path, line: int) -> lis
 
 def _contrast_peaks(name: str, coords: Any, path: Path, line: int) -> list[dict[str, Any]]:
     if not isinstance(coords, dict):
-        raise InputError(f"study {plain(name)!r} has no coords; give empty x, y, z lists for a study "
-                         "that reported no peaks", path, line, "coords")
+        raise InputError(f"study {plain(name)!r} has no coords and no images.t or images.z; give "
+                         "empty x, y, z lists for a study that reported no peaks", path, line,
+                         "coords")
     space_name = coords.get("space")
     token = SPACES.get(str(space_name).strip().lower())
     lists = {axis: coords.get(axis, []) for axis in ("x", "y", "z")}
@@ -145,7 +168,7 @@ def read_nimare_json(path: str | Path) -> StudySet:
         raise InputError("expected a NiMARE dataset: an object of study ids, each with "
                          "'contrasts'", path, 1, "contrasts")
     where = _Locator(text)
-    rows, raw = [], []
+    rows, raw, listed = [], [], {}
     for study_id, study in data.items():
         contrasts = study.get("contrasts") if isinstance(study, dict) else None
         if not isinstance(contrasts, dict):
@@ -166,9 +189,14 @@ def read_nimare_json(path: str | Path) -> StudySet:
                 if key == "sample_sizes" or isinstance(value, list | dict):
                     continue
                 row[key] = value
+            row["map"], row["map_stat"] = contrast_image(contrast.get("images"), path.parent)
             row["_line"] = line
             rows.append(row)
-            raw.extend(_contrast_peaks(name, contrast.get("coords"), path, line))
+            coords = contrast.get("coords")
+            if coords is None and row["map"]:
+                continue  # an image-only contrast
+            raw.extend(_contrast_peaks(name, coords, path, line))
+            listed[name] = f"{path}, line {line} (coords)"
     studies = pd.DataFrame(rows)
     for column in ("t_thr", "p_thr"):
         if column in studies:
@@ -183,4 +211,4 @@ def read_nimare_json(path: str | Path) -> StudySet:
     convert_covariates(studies, covariates, path)
     order = [*STUDY_COLUMNS, *(c for c in studies.columns if c not in STUDY_COLUMNS)]
     log = [f"read {len(studies)} contrasts from NiMARE dataset {path}"]
-    return assemble(studies[order], raw, path, path, log)
+    return assemble(studies[order], raw, path, path, log, listed=listed, missing_maps="fallback")

@@ -27,15 +27,22 @@ ignored. ``t`` may be the letter ``p`` / ``n``: a positive / negative peak of un
 value, given ``+/- t_thr`` with a warning. Every study needs exactly one peak file and
 every peak file a row. ``.txt`` files whose name has no dot-part besides ``.txt`` (such as
 ``notes.txt``) are not peak files and are ignored.
+
+A study may instead give its whole-brain t-map as ``STUDY.nii.gz`` or ``STUDY.nii`` beside
+the peak files (docs/methods.md, section 3.8): such a study needs no peak file; if it has
+one, the map is used, its peaks are dropped and a warning names both files. Every map is
+checked with :func:`~daskmeta.io.statmap.inspect_statmap` (a t-map by default; a
+``map_stat`` column may say ``z``). A ``map`` column in ``sdm_table.txt`` may name a map
+elsewhere (relative to the folder) instead. A NIfTI file in the folder whose name is no
+study's is an error, as a stray peak file is.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from daskmeta.errors import InputError, plain
 from daskmeta.io._common import (
@@ -50,10 +57,12 @@ from daskmeta.io._common import (
     read_text,
 )
 from daskmeta.model.coordinates import SPACE_TOKENS
-from daskmeta.model.studyset import StudySet, validate
+from daskmeta.model.studyset import MAP_COLUMNS, StudySet, validate
 
 TABLE_NAME = "sdm_table.txt"
 NO_PEAKS = "no_peaks"
+#: File name endings of a study's statistical map.
+MAP_SUFFIXES = (".nii.gz", ".nii")
 _SEPARATORS = re.compile(r"\s*,\s*|\s+")
 _PEAK_FIELDS = ("x", "y", "z", "t")
 
@@ -81,6 +90,21 @@ def _peak_files(folder: Path) -> dict[str, tuple[Path, str]]:
                 "keep exactly one", path, None, "study",
             )
         found[study] = (path, token)
+    return found
+
+
+def _map_files(folder: Path) -> dict[str, Path]:
+    """Study name -> statistical map for every ``STUDY.nii.gz`` / ``STUDY.nii`` in ``folder``."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        suffix = next((s for s in MAP_SUFFIXES if path.name.lower().endswith(s)), None)
+        if suffix is None or not path.is_file():
+            continue
+        study = path.name[: -len(suffix)]
+        if study in found:
+            raise InputError(f"study {plain(study)!r} has two statistical maps, {found[study].name} "
+                             f"and {path.name}; keep exactly one", path, None, "map")
+        found[study] = path
     return found
 
 
@@ -153,32 +177,55 @@ def read_sdm_folder(folder: str | Path) -> StudySet:
     if not table_path.is_file():
         raise InputError(f"no {TABLE_NAME} in the folder", folder, None, "study")
     studies = parse_study_table(read_table(table_path), table_path)
-    validate(studies, studies.iloc[:0][["study"]], str(folder), str(table_path))
+    # maps are checked once found in the folder, by assemble
+    validate(studies.drop(columns=list(MAP_COLUMNS), errors="ignore"), studies.iloc[:0][["study"]],
+             str(folder), str(table_path))
     if "peak_stat" in studies:
         studies["peak_stat"] = [
             "t" if is_missing(v) else check_choice(v, STAT_TYPES, table_path, line, "peak_stat")
             for v, line in zip(studies["peak_stat"], studies["_line"], strict=True)
         ]
     files = _peak_files(folder)
-    for name, line in zip(studies["study"], studies["_line"], strict=True):
-        if name not in files:
+    maps = _map_files(folder)
+    if "map" not in studies:
+        studies["map"] = ""
+    for idx, name, line in zip(studies.index, studies["study"], studies["_line"], strict=True):
+        if name in maps:
+            named, found = studies.at[idx, "map"], os.path.abspath(maps[name])
+            if named and named != found:
+                raise InputError(f"study {plain(name)!r} has the map {maps[name].name} in the folder "
+                                 f"and another in the map column, {named}; keep one",
+                                 table_path, int(line), "map")
+            studies.at[idx, "map"] = found
+        if name not in files and not studies.at[idx, "map"]:
             raise InputError(
                 f"study {plain(name)!r} has no peak file; expected {name}.SOFTWARE_SPACE.txt (with "
-                f"SOFTWARE_SPACE one of {SPACE_TOKENS}) or {name}.{NO_PEAKS}.txt in {folder}",
-                table_path, int(line), "study",
+                f"SOFTWARE_SPACE one of {SPACE_TOKENS}), {name}.{NO_PEAKS}.txt or a t-map "
+                f"{name}.nii.gz in {folder}", table_path, int(line), "study",
             )
     for name, (path, _) in files.items():
         if name not in set(studies["study"]):
             raise InputError(f"peak file of study {plain(name)!r} has no row in {TABLE_NAME}; add "
                              "the row or remove the file", path, None, "study")
+    for name, path in maps.items():
+        if name not in set(studies["study"]):
+            raise InputError(f"statistical map of study {plain(name)!r} has no row in {TABLE_NAME}; "
+                             "add the row or remove the file", path, None, "study")
     raw: list[dict[str, Any]] = []
     stat_types = studies["peak_stat"] if "peak_stat" in studies else ["t"] * len(studies)
     for name, stat_type in zip(studies["study"], stat_types, strict=True):
-        path, token = files[name]
-        raw.extend(read_peak_file(path, name, token, stat_type))
+        if name in files:
+            path, token = files[name]
+            raw.extend(read_peak_file(path, name, token, stat_type))
     tokens = {token for _, token in files.values()} - {NO_PEAKS}
     log = [f"read {len(studies)} studies from {table_path}; spaces {sorted(tokens)}"]
-    nulls = int(np.sum([files[name][1] == NO_PEAKS for name in studies["study"]]))
+    nulls = sum(files[name][1] == NO_PEAKS for name, path in zip(studies["study"], studies["map"],
+                                                                 strict=True)
+                if name in files and not path)
     if nulls:
         log.append(f"{nulls} null studies ({NO_PEAKS} files)")
-    return assemble(studies, raw, folder, table_path, log)
+    n_maps = int((studies["map"] != "").sum())
+    if n_maps:
+        log.append(f"{n_maps} studies given as statistical maps")
+    listed = {name: str(path) for name, (path, _) in files.items()}
+    return assemble(studies, raw, folder, table_path, log, listed=listed)

@@ -2,7 +2,12 @@
 
 ``studies.tsv`` is tab-separated with a header: ``study``, ``n1``, ``n2`` (empty or ``NA``
 for a one-sample design), optional ``t_thr`` / ``p_thr``, then covariates, all as in
-``sdm_table.txt`` (see :mod:`daskmeta.io.sdm_folder`).
+``sdm_table.txt`` (see :mod:`daskmeta.io.sdm_folder`). Two optional columns give a study's
+whole-brain statistical map (docs/methods.md, section 3.8): ``map``, its path relative to
+the table's folder (empty for a peak study), and ``map_stat``, ``t`` (default) or ``z``. A
+study with a map needs no rows in ``peaks.tsv``; if it has some, the map is used, its peaks
+are dropped and a warning names both files. A map that is not on disk is an error naming
+the line.
 
 ``peaks.tsv`` is tab-separated with a header and one row per peak:
 

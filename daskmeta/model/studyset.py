@@ -8,6 +8,7 @@ that belong to a study) lives here so each reader reports errors the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePath
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,11 @@ from daskmeta.errors import InputError, plain
 
 #: Columns of :attr:`StudySet.studies` that every reader fills.
 STUDY_COLUMNS = ("study", "n1", "n2", "t_thr")
+#: Columns of :attr:`StudySet.studies` naming a study's statistical map: ``map`` (absolute
+#: path, ``""`` for a peak study) and ``map_stat`` (``"t"`` or ``"z"``, ``""`` for a peak study).
+MAP_COLUMNS = ("map", "map_stat")
+#: Kinds of statistic a study's map may hold.
+MAP_STATS = ("t", "z")
 #: Columns of :attr:`StudySet.peaks` that every reader fills.
 PEAK_COLUMNS = ("study", "x", "y", "z", "t", "x_orig", "y_orig", "z_orig", "space", "source", "line")
 
@@ -29,11 +35,15 @@ class StudySet:
     studies : pandas.DataFrame
         One row per study: ``study`` (unique name), ``n1``, ``n2`` (NaN for a one-sample
         design), ``t_thr`` (the study's threshold as a positive t), then covariates and
-        grouping columns as read.
+        grouping columns as read. ``map`` and ``map_stat`` (:data:`MAP_COLUMNS`) name a
+        study's whole-brain statistical map and its statistic (``t`` or ``z``); both are
+        empty strings for a peak study and are added so when absent (docs/methods.md,
+        section 3.8).
     peaks : pandas.DataFrame
         One row per peak: ``study, x, y, z`` (SPM-MNI mm), ``t`` (signed),
         ``x_orig, y_orig, z_orig`` and ``space`` as reported, ``source`` file and ``line``.
-        A study without rows here is a null study.
+        A study without rows here is a null study, unless it has a ``map`` (an image study
+        has no peaks).
     source : str
         Where the set was read from.
     """
@@ -46,6 +56,14 @@ class StudySet:
     def __post_init__(self) -> None:
         self.studies = self.studies.reset_index(drop=True)
         self.peaks = self.peaks.reset_index(drop=True)
+        for column in MAP_COLUMNS:
+            if column not in self.studies:
+                self.studies[column] = ""
+
+    @property
+    def image_studies(self) -> list[str]:
+        """Names of the studies given as statistical maps, in table order."""
+        return self.studies.loc[self.studies["map"].fillna("").astype(str) != "", "study"].tolist()
 
     def __len__(self) -> int:
         return len(self.studies)
@@ -81,9 +99,11 @@ class StudySet:
         )
 
     def __repr__(self) -> str:
-        n_null = int((~self.studies["study"].isin(self.peaks["study"])).sum())
+        images = self.studies["map"].fillna("").astype(str) != ""
+        n_null = int((~self.studies["study"].isin(self.peaks["study"]) & ~images).sum())
+        maps = f", {int(images.sum())} statistical maps" if images.any() else ""
         return (
-            f"<StudySet {len(self)} studies ({n_null} null), {len(self.peaks)} peaks"
+            f"<StudySet {len(self)} studies ({n_null} null), {len(self.peaks)} peaks{maps}"
             f"{' from ' + self.source if self.source else ''}>"
         )
 
@@ -183,6 +203,7 @@ def validate(studies: pd.DataFrame, peaks: pd.DataFrame, source: str,
         if (studies[column].dropna() % 1 != 0).any():
             idx = studies[column].dropna()[studies[column].dropna() % 1 != 0].index[0]
             raise InputError("sample size must be a whole number", table_path, lines[idx], column)
+    _validate_maps(studies, lines, table_path)
     unknown = sorted(set(peaks["study"]) - set(studies["study"]))
     if unknown:
         row = peaks[peaks["study"] == unknown[0]].iloc[0]
@@ -190,3 +211,26 @@ def validate(studies: pd.DataFrame, peaks: pd.DataFrame, source: str,
             f"peaks of study {plain(unknown[0])!r} have no row in the study table",
             row.get("source", source), row.get("line"), "study",
         )
+
+
+def _validate_maps(studies: pd.DataFrame, lines: pd.Series, table_path: str | None) -> None:
+    """``map`` an absolute path or ``""``; ``map_stat`` ``t``/``z`` with a map, ``""`` without."""
+    if "map" not in studies and "map_stat" not in studies:
+        return
+    maps = studies["map"] if "map" in studies else pd.Series("", index=studies.index)
+    stats = studies["map_stat"] if "map_stat" in studies else pd.Series("", index=studies.index)
+    for idx in studies.index:
+        path, stat = maps[idx], stats[idx]
+        path = "" if path is None or (isinstance(path, float) and np.isnan(path)) else path
+        stat = "" if stat is None or (isinstance(stat, float) and np.isnan(stat)) else stat
+        if not isinstance(path, str):
+            raise InputError(f"map must be a path, got {plain(path)!r}", table_path, lines[idx], "map")
+        if path and not PurePath(path).is_absolute() and "://" not in path:
+            raise InputError(f"map path {path!r} is not absolute; readers resolve it against the "
+                             "folder of the file that names it", table_path, lines[idx], "map")
+        if path and stat not in MAP_STATS:
+            raise InputError(f"map_stat must be one of {MAP_STATS}; {plain(stat)!r} was provided",
+                             table_path, lines[idx], "map_stat")
+        if not path and stat:
+            raise InputError(f"map_stat {plain(stat)!r} given but the study has no map",
+                             table_path, lines[idx], "map_stat")
