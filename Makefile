@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.daskmeta-installed
 
-.PHONY: demo test test-fast lint bench bench-nimare clean
+.PHONY: demo test test-fast lint notebooks bench bench-nimare clean
 
 # deploy/constraints.txt pins the runtime dependencies: the client and the cluster image match.
 $(STAMP): pyproject.toml deploy/constraints.txt
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"
+
+# Execute notebooks/*.ipynb as tests/test_notebooks.py does and write them back with their outputs.
+notebooks: $(STAMP)
+	DASKMETA_WRITE_NOTEBOOKS=1 $(BIN)/pytest -q -p no:cacheprovider tests/test_notebooks.py -k "walkthrough or sweep"
 
 lint: $(STAMP)
 	$(BIN)/ruff check daskmeta tests benchmarks deploy

@@ -165,7 +165,8 @@ def run_analysis(
         run_linear_model(f"{name}/regression_{regressor}", settings, maps, store, out, threshold_params,
                          client, force, key=key, mean_result=result, mean_labels=found.labels,
                          regressor=regressor)
-    return write_analysis(result, found, table, out_dir, threshold_params)
+    output = write_analysis(result, found, table, out_dir, threshold_params)
+    return _html_report(name, result, output, threshold_params)
 
 
 def run_linear_model(
@@ -211,6 +212,7 @@ def run_linear_model(
     if mean_result is not None:
         heterogeneous = mean_result["p_q"].values < HETEROGENEITY_P
     output = write_linear_model(result, maps, threshold_params, Path(out) / name, mean_labels, heterogeneous)
+    _html_report(name, result, output, threshold_params)
     if result.attrs.get("dropped"):
         print(f"daskmeta: {name}: studies without {regressor} dropped: {result.attrs['dropped']}",
               file=sys.stderr)
@@ -240,7 +242,38 @@ def run_multimodal(
         to_nifti(result[variable].values, out_dir / f"{variable}.nii.gz", mask=result.attrs["mask"])
     write_table(same.table, out_dir / "clusters.tsv")
     write_table(opposite.table, out_dir / "clusters_opposite.tsv")
-    return {"clusters": same.table, "opposite": opposite.table, "labels": same.labels, "out": out_dir}
+    output = {"clusters": same.table, "opposite": opposite.table, "labels": same.labels, "out": out_dir}
+    return _html_report(name, result, output, threshold_params,
+                        {"Opposite directions (clusters_opposite.tsv)": opposite.table})
+
+
+def _html_report(name: str, result: Any, output: dict[str, Any], threshold_params: dict[str, Any],
+                 extra_tables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``report.html`` beside an analysis' outputs (linking back to the run's index)."""
+    from daskmeta.report.html import write_html_report
+
+    index = "../" * (name.count("/") + 1) + "index.html"
+    output["html"] = write_html_report(result, output["labels"], output["clusters"], output["out"],
+                                       threshold_params, extra_tables, index=index)
+    return output
+
+
+def _write_index(config: Config, studies: StudySet, analyses: Mapping[str, Analysis] | None = None) -> None:
+    """Write ``out/index.html`` (every report under ``out``, the studies, the parameters)."""
+    from daskmeta.report.index import write_index
+
+    kinds, parameters = {}, {"configuration": str(config.path), "studies": str(config.studies),
+                             "store": str(config.store), "preprocess": asdict(config.preprocess),
+                             "threshold": asdict(config.threshold)}
+    for name, settings in (analyses or config.analyses).items():
+        kinds[name] = type(settings).__name__.removesuffix("Analysis").lower()
+        parameters[f"analysis {name} ({kinds[name]})"] = asdict(settings)
+        for regressor in getattr(settings, "regressors", ()):
+            kinds[f"{name}/regression_{regressor}"] = "regression"
+    if config.sweep is not None:
+        parameters[f"sweep {config.sweep.as_dict()['name']}"] = config.sweep.as_dict()
+    path = write_index(config.out, studies, parameters, kinds, title=f"daskmeta: {config.path.name}")
+    print(f"daskmeta: reports: {path}", file=sys.stderr)
 
 
 def _names(studies: tuple[str, ...] | None) -> list[str] | None:
@@ -312,7 +345,8 @@ def run_config(
     """Run a whole meta-analysis project from its configuration (a file, or a loaded ``Config``).
 
     Preprocesses (or reuses) the study maps, then computes (or resumes) each analysis and
-    exports its maps, cluster table and report under ``out/<analysis>/``. Dask's logs go
+    exports its maps, cluster table and reports (``summary.md``, ``report.html``) under
+    ``out/<analysis>/``, then ``out/index.html`` linking every report. Dask's logs go
     to ``out/daskmeta.log`` (:func:`daskmeta.app.logs.log_to_file`); ``dashboard_address``
     is that of a LocalCluster started here.
     """
@@ -345,6 +379,7 @@ def run_config(
                                                threshold_params)
             n = len(outputs[name]["clusters"].drop_duplicates("cluster"))
             print(f"daskmeta: {name}: {n} cluster(s) in {outputs[name]['out']}", file=sys.stderr)
+    _write_index(config, studies)
     return outputs
 
 
@@ -357,8 +392,9 @@ def run_sweep(
     Writes ``STORE/sweeps/NAME`` (resuming an interrupted sweep with the variants still
     missing) and, under ``out/sweeps/NAME/``, ``variants.tsv``, ``stability.tsv`` (each
     reference cluster: in how many variants it survives), ``stability_detail.tsv``,
-    ``stability.png`` and ``significant_fraction.nii.gz`` (per voxel, the share of variants
-    in which it lies in a significant cluster).
+    ``stability.png``, ``significant_fraction.nii.gz`` (per voxel, the share of variants
+    in which it lies in a significant cluster) and ``report.html``; ``out/index.html`` is
+    rewritten to link it.
     """
     from pathlib import Path
 
@@ -371,7 +407,7 @@ def run_sweep(
     from daskmeta.io.nifti import to_nifti
     from daskmeta.io.store import read_group
     from daskmeta.report.export import write_table
-    from daskmeta.report.plots import stability_plot
+    from daskmeta.report.stability import stability_plot
 
     config = load_config(config_path)
     if config.sweep is None:
@@ -395,12 +431,18 @@ def run_sweep(
         run_sweep_to_store(maps, config.store, group, key, client=client, force=force)
     result = read_group(config.store, group).compute()
     labels = variant_labels(result)  # every variant thresholded once, for both summaries
-    summary, detail, _ = stability(result, labels)
+    summary, detail, reference = stability(result, labels)
     out_dir = Path(config.out) / "sweeps" / name
     write_table(variants.drop(columns=["kernel_key", "analysis_key"]), out_dir / "variants.tsv")
     write_table(summary, out_dir / "stability.tsv")
     write_table(detail, out_dir / "stability_detail.tsv")
-    stability_plot(summary, detail, out_dir / "stability.png", title=f"sweep {name}")
+    stability_plot(summary, detail, out_dir / "stability.png", title=f"sweep {name}", variants=variants)
     to_nifti(significant_fraction(result, labels), out_dir / "significant_fraction.nii.gz",
              mask=result.attrs["mask"])
+    from daskmeta.report.index import write_sweep_report
+
+    row = int(list(result.coords["reference"].values).index(True))
+    write_sweep_report(out_dir, summary, variants.drop(columns=["kernel_key", "analysis_key"]), reference,
+                       result["z"].values[row], str(result.attrs["mask"]), name)
+    _write_index(config, studies)
     return {"variants": variants, "stability": summary, "detail": detail, "out": out_dir}

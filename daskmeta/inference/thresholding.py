@@ -71,12 +71,18 @@ class Thresholded:
         The mask of the voxel vector.
     params : dict
         The thresholds used (``p``, ``peak_z``, ``extent``, ``min_distance_mm``).
+    z : ndarray of float, shape (n_voxels,), optional
+        The SDM-Z that was thresholded (drawn by :meth:`_repr_html_`).
+
+    In a notebook, a ``Thresholded`` shows itself as a glass brain of its clusters and its
+    table (:meth:`_repr_html_`).
     """
 
     table: pd.DataFrame
     labels: NDArray[np.int32]
     mask: Mask
     params: dict[str, float] = field(default_factory=dict)
+    z: NDArray[np.float64] | None = None
 
     def to_tsv(self, path: str | PathLike[str]) -> None:
         """Write :attr:`table` as a tab-separated ``clusters.tsv`` (no index column)."""
@@ -89,6 +95,45 @@ class Thresholded:
     def __repr__(self) -> str:
         n = int(self.table["cluster"].nunique()) if len(self.table) else 0
         return f"<Thresholded: {n} clusters, {len(self.table)} peaks, mask {self.mask.name!r}>"
+
+    def glass_brain_png(self) -> bytes:
+        """A PNG glass brain of the clusters: SDM-Z inside them (or their sign without ``z``)."""
+        import io
+        import warnings
+
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from nilearn import plotting
+
+        from daskmeta.io.nifti import to_image
+
+        values = np.sign(self.labels).astype(np.float64) if self.z is None else np.where(
+            self.labels != 0, self.z, 0.0)
+        peak = float(np.max(np.abs(values))) or 1.0
+        figure = Figure(figsize=(8, 3))
+        FigureCanvasAgg(figure)
+        rule = ", ".join(f"{k} {v:g}" for k, v in self.params.items() if k != "min_distance_mm")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*empty.*", category=UserWarning)
+            plotting.plot_glass_brain(to_image(values, mask=self.mask.name), plot_abs=False, colorbar=True,
+                                      cmap="RdBu_r", symmetric_cbar=True, threshold=1e-6, vmin=-peak,
+                                      vmax=peak, figure=figure, title=f"clusters ({rule})")
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=80)
+        return buffer.getvalue()
+
+    def _repr_html_(self) -> str:
+        """Notebook display: a summary line, a glass brain of the clusters and the peaks table."""
+        import base64
+        import html
+
+        image = base64.b64encode(self.glass_brain_png()).decode("ascii")
+        n = int(self.table["cluster"].nunique()) if len(self.table) else 0
+        return (f"<p><b>{n} cluster(s), {len(self.table)} peak(s)</b> "
+                f"({html.escape(', '.join(f'{k} = {v:g}' for k, v in self.params.items()))}); "
+                "red: SDM-Z &gt; 0, blue: SDM-Z &lt; 0.</p>"
+                f'<img src="data:image/png;base64,{image}" alt="glass brain of the clusters">'
+                + self.table.to_html(index=False, float_format=lambda v: f"{v:.4g}", max_rows=60))
 
 
 def empty_table(optional: tuple[str, ...] = OPTIONAL_COLUMNS) -> pd.DataFrame:
@@ -250,7 +295,7 @@ def threshold(
             rows.append(row)
 
     params = {"p": p, "peak_z": peak_z, "extent": extent, "min_distance_mm": MIN_PEAK_DISTANCE_MM}
-    return Thresholded(_frame(rows, COLUMNS + optional), signed, mask, params)
+    return Thresholded(_frame(rows, COLUMNS + optional), signed, mask, params, z)
 
 
 def replicated(reference: NDArray, labels: NDArray) -> dict[int, bool]:

@@ -38,11 +38,9 @@ from numpy.typing import ArrayLike, NDArray
 from daskmeta.errors import plain
 
 if TYPE_CHECKING:
-    import pandas as pd
     from matplotlib.figure import Figure
 
-__all__ = ["DPI", "funnel_figure", "funnel_plot", "scatter_figure", "scatter_plot", "stability_figure",
-           "stability_plot"]
+__all__ = ["DPI", "funnel_figure", "funnel_plot", "scatter_figure", "scatter_plot"]
 
 #: Resolution of the saved PNGs, dots per inch.
 DPI = 150
@@ -158,17 +156,58 @@ def funnel_figure(
     ax.axvline(pooled_effect, color="tab:red", linewidth=1.2, label=f"Pooled effect {pooled_effect:.3g}")
     ax.scatter(effect, se, s=28, color="tab:blue", edgecolor="black", linewidth=0.5, zorder=3,
                label="Studies")
-    if labels is not None:
-        for label, x, y in zip(labels, effect, se, strict=True):
-            ax.annotate(str(label), (x, y), xytext=(4, 2), textcoords="offset points", fontsize=7)
     ax.set_ylim(0.0, se_top)
     ax.invert_yaxis()
     ax.set_xlabel(EFFECT_LABEL)
     ax.set_ylabel("Standard error")
     if title:
         ax.set_title(title)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="lower left" if labels is not None else "best")
+    if labels is not None:
+        _place_labels(fig, ax, [str(label) for label in labels], effect, se)
     return fig
+
+
+#: Offsets (points) tried for a point's label, in order; then further down with a leader line.
+_LABEL_OFFSETS = ((4, 2), (4, -9), (-4, 2), (-4, -9), (4, 9), (-4, 9))
+
+
+def _place_labels(fig: Figure, ax: object, labels: list[str], x: NDArray, y: NDArray) -> None:
+    """Annotate each point with its label where it overlaps no other label, no point and the
+    legend: the first free offset of :data:`_LABEL_OFFSETS`, else stepped further out with a
+    line to the point. The layout is fixed first, so that the positions checked are those drawn."""
+    from matplotlib.text import Text
+
+    fig.draw_without_rendering()
+    fig.set_layout_engine("none")
+    renderer = fig.canvas.get_renderer()
+    legend = ax.get_legend()
+    taken = [legend.get_window_extent(renderer)] if legend is not None else []
+    points = ax.transData.transform(np.column_stack([x, y]))
+    dots = [(px - 3, py - 3, px + 3, py + 3) for px, py in points]
+    frame = ax.get_window_extent(renderer)
+    candidates = list(_LABEL_OFFSETS) + [(dx, dy * step) for step in range(2, 12) for dx, dy in
+                                         ((12, -8), (-12, -8), (12, 8), (-12, 8))]
+    order = np.argsort(points[:, 1])[::-1]  # top of the plot first
+    for n in order:
+        for dx, dy in candidates:
+            far = abs(dy) > 9
+            text = ax.annotate(labels[n], (x[n], y[n]), xytext=(dx, dy), textcoords="offset points",
+                               fontsize=7, ha="left" if dx > 0 else "right", va="center",
+                               arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if far else None)
+            text.update_positions(renderer)  # the label's own box, without its leader line
+            box = Text.get_window_extent(text, renderer).expanded(1.05, 1.1)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            clash = any(box.overlaps(other) for other in taken) or any(
+                box.x0 < d[2] and d[0] < box.x1 and box.y0 < d[3] and d[1] < box.y1
+                for m, d in enumerate(dots) if m != n)
+            if inside and not clash:
+                taken.append(box)
+                break
+            text.remove()
+        else:  # nowhere free: the first offset, overlapping
+            ax.annotate(labels[n], (x[n], y[n]), xytext=_LABEL_OFFSETS[0], textcoords="offset points",
+                        fontsize=7)
 
 
 def funnel_plot(
@@ -296,37 +335,3 @@ def scatter_plot(
     """
     fig = scatter_figure(covariate, effect, variance, intercept, slope, xlabel, title=title)
     return _save(fig, path)
-
-
-def stability_plot(summary: pd.DataFrame, detail: pd.DataFrame, path: str | os.PathLike,
-                   title: str = "") -> Path:
-    """Write :func:`stability_figure` as a PNG."""
-    return _save(stability_figure(summary, detail, title), path)
-
-
-def stability_figure(summary: pd.DataFrame, detail: pd.DataFrame, title: str = "") -> Figure:
-    """Cluster stability across the variants of a sweep: survival share and variant grid.
-
-    Left: the fraction of variants in which each reference cluster survives; right: which
-    variants (columns, dark = survives) keep which cluster (rows).
-    """
-    labels = [f"{int(r.cluster)} {r.direction[:3]} ({r.x:.0f}, {r.y:.0f}, {r.z:.0f})"
-              for r in summary.itertuples()]
-    height = max(2.5, 0.35 * len(labels) + 1.5)
-    figure = _new_figure()
-    figure.set_size_inches(11, height)
-    left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 2.5]})
-    positions = np.arange(len(labels))
-    left.barh(positions, summary["fraction"].to_numpy() if len(labels) else [], color="#4477aa")
-    left.set_yticks(positions, labels, fontsize=8)
-    left.set_xlim(0, 1)
-    left.set_xlabel("share of variants in which the cluster survives")
-    grid = detail.drop(columns=["cluster"]).to_numpy(dtype=float) if len(labels) else np.zeros((0, 1))
-    right.imshow(grid, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
-    right.set_yticks(positions, [""] * len(labels))
-    right.set_xlabel("variant")
-    for axis in (left, right):  # the same rows on both panels, first cluster on top
-        axis.set_ylim(len(labels) - 0.5, -0.5)
-    if title:
-        figure.suptitle(title)
-    return figure

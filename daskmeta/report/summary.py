@@ -289,6 +289,8 @@ def _glass_brain(result: xr.Dataset, p: float, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from nilearn import plotting
 
     from daskmeta.io.nifti import to_image
@@ -297,18 +299,24 @@ def _glass_brain(result: xr.Dataset, p: float, path: Path) -> Path:
     image = to_image(z, mask=str(result.attrs["mask"]))
     peak = float(np.max(np.abs(z)))
     title = f"{result.attrs['name']}: SDM-Z, voxel p < {_num(p)}"
+    figure = Figure(figsize=(10, 4.2))
+    FigureCanvasAgg(figure)
+    n_pos, n_neg = int(np.sum(z > 0)), int(np.sum(z < 0))
+    figure.text(0.01, 0.02, f"Red: SDM-Z > 0 ({n_pos:,} voxels); blue: SDM-Z < 0 ({n_neg:,} voxels); "
+                "maximum-intensity projections.\nThresholded: the voxels with one-tailed p < "
+                f"{_num(p)}, before the peak-height and extent filters of the cluster table.",
+                fontsize=8, color="0.25")
     with warnings.catch_warnings():
         # An all-zero map has nothing above the threshold: nilearn warns "empty mask" and
         # still draws the brain outlines; the colour scale needs an explicit range then.
         warnings.filterwarnings("ignore", message=".*empty.*", category=UserWarning)
-        display = plotting.plot_glass_brain(
+        plotting.plot_glass_brain(
             image, plot_abs=False, colorbar=True, cmap="RdBu_r", symmetric_cbar=True,
             threshold=1e-6, vmin=-(peak or 1.0), vmax=peak or 1.0, title=title,
+            figure=figure, axes=(0.0, 0.11, 1.0, 0.89),
         )
-    try:
-        display.savefig(str(path), dpi=FIGURE_DPI)
-    finally:
-        display.close()
+    # a bare Figure, never registered with pyplot: nothing to close
+    figure.savefig(str(path), dpi=FIGURE_DPI)
     return path
 
 
