@@ -145,7 +145,9 @@ def mean(
     sizes = sample_sizes(selected)
     # the cluster-extent null relocates peaks: it needs every study's peaks and sample sizes,
     # so it is skipped when a study was given as a statistical map (docs/methods.md, 5.4)
-    images = bool(selected["is_image"].any()) if "is_image" in selected.coords else False
+    # (read from ``maps``: ``prepare_studies`` turns the study coordinates into Dask arrays)
+    images = ("is_image" in maps.coords
+              and bool(np.any(maps["is_image"].sel(study=selected.study.values).to_numpy())))
     peaks = ((selected.peak_g.data, *sizes)
              if sizes is not None and "peak_g" in selected and not images else None)
     summary = null_summary(

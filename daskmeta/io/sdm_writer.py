@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from daskmeta.model.studyset import StudySet
+from daskmeta.model.studyset import MAP_COLUMNS, StudySet
 
 
 def _format_cell(value: Any, missing: str = "NA") -> str:
@@ -33,7 +33,8 @@ def _format_coordinate(value: float) -> str:
 
 
 def _write_folder(studyset: StudySet, folder: Path) -> None:
-    studies = studyset.studies
+    # an SDM folder names a study's map by its file (STUDY.nii.gz), not by a table column
+    studies = studyset.studies.drop(columns=list(MAP_COLUMNS), errors="ignore")
     lines = ["\t".join(map(str, studies.columns))]
     for _, row in studies.iterrows():
         cells = [_format_cell(row[c], missing="" if c == "n2" else "NA") for c in studies.columns]

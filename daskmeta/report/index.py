@@ -101,6 +101,8 @@ def write_index(
     table = studies.studies.copy()
     counts = studies.peaks.groupby("study").size()
     table.insert(1, "peaks", table["study"].map(counts).fillna(0).astype(int))
+    if "map" in table.columns and not (table["map"].fillna("") != "").any():
+        table = table.drop(columns=["map", "map_stat"], errors="ignore")  # no study is an image
     log = list(getattr(studies, "log", []) or [])
     body = [
         f"<h1>{esc(title)}</h1>",
