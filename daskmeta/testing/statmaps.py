@@ -33,6 +33,7 @@ from scipy import ndimage
 
 from daskmeta.model.grid import GRID_AFFINE, GRID_SHAPE, Mask, MaskName, ijk_to_mm, load_mask
 from daskmeta.stats.effect_size import degrees_of_freedom, sampling_term
+from daskmeta.stats.imputation import gaussian_noise_field
 from daskmeta.testing.simulate import TrueEffect, simulate_studies
 
 #: Voxel size of the grid in mm.
@@ -41,23 +42,14 @@ VOXEL_MM = 2.0
 MNI_CODE = 4
 
 
-def _gaussian_sigma_voxels(fwhm_mm: float) -> float:
-    return fwhm_mm / np.sqrt(8 * np.log(2)) / VOXEL_MM
-
-
 def smooth_noise(rng: np.random.Generator, fwhm_mm: float) -> NDArray[np.float64]:
     """A Gaussian field of unit variance on the grid, smoothed to ``fwhm_mm`` (wrap-around).
 
-    White noise smoothed with a Gaussian of that FWHM has variance ``sum K^2`` everywhere
-    (the kernel is applied with periodic boundaries), so dividing by its square root gives
-    exactly unit variance at every voxel.
+    :func:`daskmeta.stats.imputation.gaussian_noise_field` on the MNI 2 mm grid: white noise
+    smoothed with a Gaussian of that FWHM, with periodic boundaries, divided by the kernel's
+    norm, so the variance is exactly 1 at every voxel.
     """
-    sigma = _gaussian_sigma_voxels(fwhm_mm)
-    field = ndimage.gaussian_filter(rng.standard_normal(GRID_SHAPE), sigma, mode="wrap")
-    impulse = np.zeros(GRID_SHAPE)
-    impulse[tuple(s // 2 for s in GRID_SHAPE)] = 1.0
-    kernel = ndimage.gaussian_filter(impulse, sigma, mode="wrap")
-    return field / np.sqrt(np.sum(kernel**2))
+    return gaussian_noise_field(rng, fwhm_mm, GRID_SHAPE, VOXEL_MM)
 
 
 def true_effect_volume(effects: Sequence[TrueEffect], effect_d: float,
