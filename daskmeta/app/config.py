@@ -51,8 +51,8 @@ from daskmeta.null.engines import DEFAULT_ENGINE, ENGINES, Engine, check_engine
 
 __all__ = [
     "DEFAULT_ENGINE", "ENGINES", "Analysis", "CompareAnalysis", "Config", "MeanAnalysis",
-    "MultimodalAnalysis", "Preprocess", "RandomSubsets", "Sweep", "SweepAnalysis", "SweepGrid",
-    "SweepSubsets", "Threshold", "load_config",
+    "MultimodalAnalysis", "Preprocess", "PsiAnalysis", "PsiThreshold", "RandomSubsets", "Sweep",
+    "SweepAnalysis", "SweepGrid", "SweepSubsets", "Threshold", "load_config",
 ]
 
 #: Names of analyses and sweeps: they become folder and Zarr group names.
@@ -161,7 +161,57 @@ class MultimodalAnalysis:
 
 
 #: An entry of ``analyses``, chosen by its ``type`` (``mean`` when left out).
-Analysis = MeanAnalysis | CompareAnalysis | MultimodalAnalysis
+@dataclass(frozen=True, kw_only=True)
+class PsiThreshold:
+    """What an SDM-PSI analysis' clusters are cut on (``threshold`` of ``type: psi``).
+
+    Attributes
+    ----------
+    fwe : {"tfce", "voxel", "none"}
+        The map thresholded: ``p_fwe_tfce`` (default), ``p_fwe_voxel``, or the uncorrected
+        ``p`` of the normal reference.
+    p : float
+        Voxels with that map's p below this form the clusters (0.05 for FWE; give e.g.
+        0.005 with ``fwe: none``).
+    peak_z, extent : float, int
+        Peak height and cluster extent, as for a mean (no further cut by default).
+    """
+
+    fwe: Literal["tfce", "voxel", "none"] = "tfce"
+    p: Annotated[float, Between(0.0, 1.0)] = 0.05
+    peak_z: float = 0.0
+    extent: Positive = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class PsiAnalysis:
+    """SDM-PSI (``type: psi``): imputation, subject-image permutation, TFCE, FWE.
+
+    Attributes
+    ----------
+    where, studies : str or None, tuple of str or None
+        The studies pooled, as for :class:`MeanAnalysis`.
+    imputations : int
+        Imputations of the study maps (SDM-PSI's default 50).
+    permutations : int
+        Permutations of the subject images (default 1000; 0 computes the observed maps only).
+    seed, block_size : int
+        The seed of every draw, and the permutations a graph task computes.
+    threshold : PsiThreshold
+        The cluster-forming map and its limits (not inherited from the top-level threshold).
+    """
+
+    type: Literal["psi"] = "psi"
+    where: str | None = None
+    studies: tuple[str, ...] | None = field(default=None, metadata=expect("a list of study names"))
+    imputations: Positive = 50
+    permutations: Annotated[int, AtLeast(0)] = 1000
+    seed: int = 0
+    block_size: Positive = 10
+    threshold: PsiThreshold = PsiThreshold()
+
+
+Analysis = MeanAnalysis | CompareAnalysis | MultimodalAnalysis | PsiAnalysis
 
 
 @dataclass(frozen=True, kw_only=True)

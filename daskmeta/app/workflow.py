@@ -20,9 +20,12 @@ from daskmeta.app.config import (
     MeanAnalysis,
     MultimodalAnalysis,
     Preprocess,
+    PsiAnalysis,
 )
 from daskmeta.app.dask_client import cluster_client, compute
 from daskmeta.app.logs import log_to_file
+from daskmeta.app.psi_workflow import run_psi
+from daskmeta.app.workflow_common import computed, names_of
 from daskmeta.io.store import group_attrs, is_complete, write_group
 from daskmeta.model.studyset import StudySet
 
@@ -99,22 +102,6 @@ def _analysis_key(settings: MeanAnalysis | CompareAnalysis, maps_attrs: dict[str
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _computed(store: str | os.PathLike, group: str, key: str, build: Any, label: str,
-              client: Any, force: bool) -> Any:
-    """The in-memory result of ``store/group``: read when complete with ``key``, else built
-    (lazily, by ``build()``), written with a progress bar and read back."""
-    from daskmeta.io.store import read_group
-
-    attrs = group_attrs(store, group) or {}
-    if not force and is_complete(store, group) and attrs.get("analysis_key") == key:
-        print(f"daskmeta: {group}: complete in {store} (not recomputed)", file=sys.stderr)
-    else:
-        result = build()
-        result.attrs["analysis_key"] = key
-        write_group(result, store, group, compute=lambda d: compute(d, client, label))
-    return read_group(store, group).compute()
-
-
 def run_analysis(
     name: str,
     settings: MeanAnalysis,
@@ -136,9 +123,9 @@ def run_analysis(
 
     key = _analysis_key(settings, dict(maps.attrs), threshold_params)
     permutations = settings.permutations
-    common = {"where": settings.where, "studies": _names(settings.studies),
+    common = {"where": settings.where, "studies": names_of(settings.studies),
               "permutations": permutations, "seed": settings.seed, "block_size": settings.block_size}
-    result = _computed(
+    result = computed(
         store, f"analyses/{name}", key,
         lambda: mean(maps, name=name, voxel_p=float(threshold_params["p"]), engine=settings.engine,
                      **common),
@@ -146,7 +133,7 @@ def run_analysis(
     found, table = cluster_table(result, threshold_params)
     out_dir = Path(out) / name
     if settings.jackknife:
-        runs = _computed(
+        runs = computed(
             store, f"analyses/{name}/jackknife", key,
             lambda: jackknife(maps, name=f"{name}/jackknife", engine=settings.engine, **common),
             f"daskmeta: {name}: leave-one-out jackknife of {result.attrs['n_studies']} studies",
@@ -199,11 +186,11 @@ def run_linear_model(
     key = key or _analysis_key(settings, dict(maps.attrs), threshold_params)
     permutations = settings.permutations
     groups = settings.groups if isinstance(settings, CompareAnalysis) else None
-    result = _computed(
+    result = computed(
         store, f"analyses/{name}", key,
         lambda: linear_model(
             maps, regressor=regressor, groups=groups, where=settings.where,
-            studies=_names(settings.studies), permutations=permutations, seed=settings.seed, name=name,
+            studies=names_of(settings.studies), permutations=permutations, seed=settings.seed, name=name,
             block_size=settings.block_size, check_p=float(threshold_params["p"]),
             engine=settings.engine),
         f"daskmeta: {name}: {'meta-regression on ' + regressor if regressor else 'comparison'}, "
@@ -276,11 +263,6 @@ def _write_index(config: Config, studies: StudySet, analyses: Mapping[str, Analy
     print(f"daskmeta: reports: {path}", file=sys.stderr)
 
 
-def _names(studies: tuple[str, ...] | None) -> list[str] | None:
-    """An analysis' ``studies`` as the list of names the analyses take (None: all studies)."""
-    return None if studies is None else list(studies)
-
-
 def _chosen_analyses(config: Config, only: list[str] | None, permutations: int | None) -> dict[str, Analysis]:
     """The analyses of ``config`` to run: those named in ``only`` (all when None), each with
     ``permutations`` randomizations when given (multimodal overlaps have none)."""
@@ -307,7 +289,7 @@ def validate_selections(studies: StudySet, analyses: Mapping[str, Analysis]) -> 
 
     def selected(name: str, where: str | None, names: tuple[str, ...] | None, minimum: int) -> StudySet:
         try:
-            chosen = studies.select(where, _names(names))
+            chosen = studies.select(where, names_of(names))
         except ValueError as exc:
             raise ConfigError(f"analysis '{name}': {exc}") from exc
         if len(chosen) < minimum:
@@ -374,6 +356,9 @@ def run_config(
             elif isinstance(settings, CompareAnalysis):
                 outputs[name] = run_linear_model(name, settings, maps, config.store, config.out,
                                                  threshold_params, client=client, force=force)
+            elif isinstance(settings, PsiAnalysis):
+                outputs[name] = run_psi(name, settings, maps, config.store, config.out,
+                                        client=client, force=force)
             else:
                 outputs[name] = run_multimodal(name, settings, config.store, config.out,
                                                threshold_params)

@@ -1,0 +1,330 @@
+"""SDM-PSI on Dask: multiple imputation of study maps, subject-image permutation, TFCE, FWE.
+
+docs/methods.md, section 14. :func:`impute` returns the imputed study maps as a lazy
+``(imputation, study, voxel)`` Dataset; :func:`psi` pools them (DerSimonian-Laird per
+imputation, Rubin's rules across imputations), computes TFCE, and judges both against the
+maxima of a permutation null of subject images (:mod:`daskmeta.null.psi`).
+
+The graph: the censored maximum-likelihood fit runs per chunk of voxels (all studies of a
+voxel at once); its maps are smoothed whole (one task per map); each (imputation, study)
+draw is one task over the whole mask (its uniform field is spatially smoothed). The same
+``seed`` always gives the same imputations, whatever the chunks or workers: the field of
+study ``s`` in imputation ``m`` draws from ``SeedSequence(seed, spawn_key=(crc32("impute"),
+crc32(s), m))``.
+
+References
+----------
+Albajes-Eizagirre A, Solanes A, Vieta E, Radua J (2019). Voxel-based meta-analysis via
+permutation of subject images (PSI): theory and implementation for SDM. NeuroImage 186:174-184.
+Albajes-Eizagirre A, Solanes A, Radua J (2019). Meta-analysis of non-statistically
+significant unreported effects. Stat Methods Med Res 28:3741-3754.
+Rubin DB (1987). Multiple Imputation for Nonresponse in Surveys. Wiley.
+Smith SM, Nichols TE (2009). Threshold-free cluster enhancement. NeuroImage 44:83-98.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy.stats import norm
+
+from daskmeta import __version__
+from daskmeta.analyses.means import prepare_studies, study_table
+from daskmeta.io.nifti import with_mask
+from daskmeta.model.grid import GRID_SHAPE, load_mask
+from daskmeta.null.psi import pool_imputations, psi_block, study_key
+from daskmeta.null.seeds import block_bounds
+from daskmeta.stats.censored import censored_ml
+from daskmeta.stats.imputation import coherent_uniforms, smooth_map, truncated_draws
+from daskmeta.stats.pvalues import p_fwe
+from daskmeta.stats.regression import rescale
+from daskmeta.stats.sdm_model import variance_model
+from daskmeta.stats.subject_images import SUBJECT_FWHM
+from daskmeta.stats.tfce import EXTENT_EXPONENT, HEIGHT_EXPONENT, LEVEL_STEP, tfce
+
+#: SDM-PSI's default numbers of imputations and permutations.
+DEFAULT_IMPUTATIONS = 50
+DEFAULT_PERMUTATIONS = 1000
+#: Stream key of the imputations (the uniform fields).
+IMPUTE_KEY = zlib.crc32(b"impute")
+
+
+def _design(table: pd.DataFrame, regressors: list[str] | None, name: str) -> tuple[np.ndarray, list[str]]:
+    """``[1, x_1, ...]`` with each regressor rescaled to [0, 1] (docs/methods.md, section 8)."""
+    columns = [np.ones(len(table))]
+    for column in regressors or []:
+        if column not in table.columns:
+            raise ValueError(f"analysis {name!r}: no study column {column!r} for the regression; "
+                             f"columns: {sorted(c for c in table.columns if c != 'study')}")
+        values = table[column].to_numpy(dtype=np.float64)
+        if np.isnan(values).any():
+            raise ValueError(f"analysis {name!r}: studies without {column!r}: "
+                             f"{table['study'][np.isnan(values)].tolist()}; select them out with 'where'")
+        columns.append(rescale(values)[0])
+    return np.column_stack(columns), list(regressors or [])
+
+
+def selected_table(maps: xr.Dataset, selected: xr.Dataset) -> pd.DataFrame:
+    """The study table of the selected studies, read from ``maps`` (whose coordinates are in
+    memory; ``prepare_studies`` makes the selection's coordinates Dask arrays)."""
+    table = study_table(maps).set_index("study", drop=False)
+    return table.loc[[str(s) for s in selected.study.values]].reset_index(drop=True)
+
+
+def sizes_of(table: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(n1, n2)`` of the selected studies (``n2`` NaN for one-sample)."""
+    if "n1" not in table.columns:
+        raise ValueError(f"analysis {name!r}: SDM-PSI needs the studies' sample sizes (n1, n2)")
+    n1 = table["n1"].to_numpy(dtype=np.float64)
+    n2 = (table["n2"].to_numpy(dtype=np.float64) if "n2" in table.columns
+          else np.full(len(table), np.nan))
+    return n1, n2
+
+
+def _ml_block(lower: np.ndarray, upper: np.ndarray, a: np.ndarray, c: np.ndarray,
+              design: np.ndarray) -> np.ndarray:
+    """Censored ML of one chunk of voxels: rows ``beta_0..beta_{p-1}, tau2``."""
+    fit = censored_ml(lower.astype(np.float64), upper.astype(np.float64), a, c, design=design)
+    return np.concatenate([np.atleast_2d(fit.beta), fit.tau2[None]], axis=0)
+
+
+def _smooth_rows(rows: np.ndarray, mask_name: str, fwhm: float) -> np.ndarray:
+    """Each ML map smoothed with the study kernel's FWHM over the mask (one task)."""
+    ijk = load_mask(mask_name).ijk
+    smoothed = np.stack([smooth_map(row, ijk, fwhm, GRID_SHAPE) for row in rows])
+    smoothed[-1] = np.maximum(smoothed[-1], 0.0)  # tau2
+    return smoothed
+
+
+def _draw_task(fit: np.ndarray, lower: np.ndarray, upper: np.ndarray, a: float, c: float,
+               row: np.ndarray, sequence: np.random.SeedSequence, mask_name: str,
+               fwhm: float) -> np.ndarray:
+    """One study's imputed map in one imputation, over the whole mask (float32)."""
+    mask = load_mask(mask_name)
+    u = coherent_uniforms(np.random.default_rng(sequence), GRID_SHAPE, mask.ijk, fwhm)
+    mu = row @ fit[:-1]
+    values = truncated_draws(mu, fit[-1], lower.astype(np.float64).ravel(),
+                             upper.astype(np.float64).ravel(), a, c, u)
+    return values.astype(np.float32)
+
+
+def imputation_seed(seed: int, study: str, imputation: int) -> np.random.SeedSequence:
+    """The seed of study ``study``'s uniform field in imputation ``imputation``."""
+    return np.random.SeedSequence(seed, spawn_key=(IMPUTE_KEY, study_key(study), imputation))
+
+
+def impute(
+    maps: xr.Dataset,
+    imputations: int = DEFAULT_IMPUTATIONS,
+    seed: int = 0,
+    where: str | None = None,
+    studies: list[str] | None = None,
+    regressors: list[str] | None = None,
+    name: str = "psi",
+) -> xr.Dataset:
+    """Multiply imputed study maps, lazy: dims ``(imputation, study, voxel)``.
+
+    Parameters
+    ----------
+    maps : xarray.Dataset
+        Study maps with ``effect_lower``, ``effect_upper`` and the sample sizes ``n1, n2``
+        (from :func:`daskmeta.recreate` or the store).
+    imputations : int
+        Number of imputations (SDM-PSI's default 50).
+    seed : int
+        Fixes every draw; :func:`psi` with the same seed uses exactly these imputations.
+    where, studies
+        Select the studies, as :func:`daskmeta.mean`.
+    regressors : list of str, optional
+        Study columns of a linear model: the maximum-likelihood fit uses the design
+        ``[1, x, ...]`` (each regressor rescaled to [0, 1]).
+    name : str
+        The analysis name (in errors and attributes).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``effect`` (imputed Hedges g) and ``variance`` (``a + c effect^2``), float32, dims
+        ``(imputation, study, voxel)``; ``ml_beta`` (coefficient, voxel) and ``ml_tau2``
+        (voxel), the smoothed maximum-likelihood maps the draws came from.
+
+    Notes
+    -----
+    Per voxel, the censored maximum-likelihood fit of the mean (or linear model) and tau2
+    (with SDM-PSI's leave-one-out protection), smoothed with the kernel's FWHM; then, per
+    study and imputation, the unknown voxels are drawn from the truncated normal within
+    ``[effect_lower, effect_upper]`` by inverse CDF at a spatially coherent uniform field.
+    Known voxels keep their value. docs/methods.md, section 14.1.
+    """
+    if imputations < 1:
+        raise ValueError(f"'imputations' must be >= 1; {imputations} was provided")
+    selected = prepare_studies(maps, where, studies, name, minimum=2)
+    table = selected_table(maps, selected)
+    n1, n2 = sizes_of(table, name)
+    a, c = variance_model(n1, n2)
+    design, regressors = _design(table, regressors, name)
+    k, n_voxels = selected.sizes["study"], selected.sizes["voxel"]
+    p = design.shape[1]
+    mask_name = maps.attrs["mask"]
+    fwhm = float(maps.attrs.get("fwhm", 20.0))
+    lower, upper = selected.effect_lower.data, selected.effect_upper.data
+    fit = da.map_blocks(_ml_block, lower, upper, a, c, design, dtype=np.float64,
+                        chunks=((p + 1,), lower.chunks[1]))
+    whole_fit = fit.rechunk((p + 1, n_voxels)).to_delayed().ravel()[0]
+    smoothed = dask.delayed(_smooth_rows, pure=True)(whole_fit, mask_name, fwhm)
+    per_study = [lower.rechunk((1, n_voxels)).to_delayed().ravel(),
+                 upper.rechunk((1, n_voxels)).to_delayed().ravel()]
+    names = [str(s) for s in selected.study.values]
+    draws = []
+    for m in range(imputations):
+        row = []
+        for s, study in enumerate(names):
+            task = dask.delayed(_draw_task, pure=True)(
+                smoothed, per_study[0][s], per_study[1][s], float(a[s]), float(c[s]), design[s],
+                imputation_seed(seed, study, m), mask_name, fwhm)
+            row.append(da.from_delayed(task, (n_voxels,), np.float32))
+        draws.append(da.stack(row))
+    effect = da.stack(draws).rechunk((1, k, lower.chunks[1]))
+    variance = (a[None, :, None] + c[None, :, None] * effect.astype(np.float64) ** 2).astype(np.float32)
+    smoothed_array = da.from_delayed(smoothed, (p + 1, n_voxels), np.float64)
+    result = xr.Dataset(
+        {"effect": (("imputation", "study", "voxel"), effect),
+         "variance": (("imputation", "study", "voxel"), variance),
+         "ml_beta": (("coefficient", "voxel"), smoothed_array[:-1]),
+         "ml_tau2": (("voxel",), smoothed_array[-1])},
+        coords={"imputation": np.arange(imputations), "coefficient": ["intercept", *regressors],
+                **{key: value for key, value in selected.coords.items() if key != "voxel"
+                   and "voxel" not in value.dims and "study" in value.dims},
+                **{key: value for key, value in selected.coords.items() if value.dims == ("voxel",)}},
+        attrs={"type": "impute", "name": name, "imputations": int(imputations), "seed": int(seed),
+               "where": where or "", "regressors": list(regressors), "mask": mask_name,
+               "fwhm": fwhm, "studies": names, "design": design.tolist(),
+               "studies_hash": maps.attrs.get("studies_hash", ""), "daskmeta_version": __version__},
+    )
+    return with_mask(result)
+
+
+#: Permutations per graph task.
+DEFAULT_PSI_BLOCK = 10
+#: Maps of :func:`psi` pooled over imputations, in the order of :class:`~daskmeta.null.psi.PooledMaps`.
+POOLED_MAPS = ("effect", "variance", "z", "tau2", "i2", "q")
+
+
+def _observed_block(effect: np.ndarray, variance: np.ndarray) -> np.ndarray:
+    pooled = pool_imputations(effect.astype(np.float64), variance.astype(np.float64))
+    return np.stack(list(pooled))
+
+
+def _tfce_map(z: np.ndarray, mask_name: str) -> np.ndarray:
+    return tfce(z, load_mask(mask_name))
+
+
+def _null_maxima(blocks: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(blocks, axis=1)
+
+
+def _fwe(values: np.ndarray, maxima: np.ndarray, minima: np.ndarray) -> np.ndarray:
+    return p_fwe(values, maxima, minima)
+
+
+def psi(
+    maps: xr.Dataset,
+    imputations: int = DEFAULT_IMPUTATIONS,
+    permutations: int = DEFAULT_PERMUTATIONS,
+    seed: int = 0,
+    where: str | None = None,
+    studies: list[str] | None = None,
+    regressors: list[str] | None = None,
+    name: str = "psi",
+    block_size: int = DEFAULT_PSI_BLOCK,
+) -> xr.Dataset:
+    """SDM-PSI: imputation, subject-image permutation, TFCE and family-wise error (lazy).
+
+    Parameters
+    ----------
+    maps : xarray.Dataset
+        Study maps with bounds and sample sizes (:func:`daskmeta.recreate`, the store).
+    imputations, seed, where, studies
+        As :func:`impute`; the same ``seed`` uses exactly the imputations it returns.
+    permutations : int
+        Permutations of the subject images (SDM-PSI's default 1000); 0 computes the observed
+        maps only.
+    regressors : list of str, optional
+        Not yet available for PSI (the study-level Freedman-Lane permutation): use
+        :func:`daskmeta.linear_model` on the recreated maps meanwhile.
+    name : str
+        The analysis name (part of every permutation's seed).
+    block_size : int
+        Permutations per graph task; results do not depend on it.
+
+    Returns
+    -------
+    xarray.Dataset
+        Over ``voxel``: ``effect, variance, z`` (Rubin-pooled random-effects mean and its
+        z), ``p`` (normal reference, one-tailed in the direction of z), ``tau2, i2, q``
+        (pooled heterogeneity), ``tfce`` (signed), ``p_fwe_voxel`` and ``p_fwe_tfce``
+        (family-wise, from the permutation maxima by sign); over ``randomization``:
+        ``null_max_z, null_min_z, null_max_tfce, null_min_tfce``.
+
+    References
+    ----------
+    Albajes-Eizagirre A et al. (2019). NeuroImage 186:174.
+    Smith SM, Nichols TE (2009). NeuroImage 44:83.
+    """
+    if regressors:
+        raise ValueError(f"analysis {name!r}: linear models are not available for PSI yet "
+                         "(their study-level Freedman-Lane permutation); use type 'mean' with "
+                         "'regressors' for the AES-SDM meta-regression")
+    if permutations < 0 or block_size < 1:
+        raise ValueError(f"'permutations' must be >= 0 and 'block_size' >= 1; got "
+                         f"{permutations} and {block_size}")
+    imputed = impute(maps, imputations, seed, where, studies, None, name)
+    mask_name = imputed.attrs["mask"]
+    n_voxels = imputed.sizes["voxel"]
+    effect = imputed.effect.data.rechunk({0: -1, 1: -1})
+    variance = imputed.variance.data.rechunk({0: -1, 1: -1})
+    pooled = da.map_blocks(_observed_block, effect, variance, drop_axis=0,
+                           chunks=((len(POOLED_MAPS),), effect.chunks[2]), dtype=np.float64)
+    z = pooled[POOLED_MAPS.index("z")]
+    z_whole = z.rechunk(n_voxels).to_delayed().ravel()[0]
+    tfce_values = da.from_delayed(dask.delayed(_tfce_map, pure=True)(z_whole, mask_name),
+                                  (n_voxels,), np.float64).rechunk(z.chunks)
+    data = {key: (("voxel",), pooled[n]) for n, key in enumerate(POOLED_MAPS)}
+    data["p"] = (("voxel",), da.map_blocks(lambda values: norm.sf(np.abs(values)), z, dtype=np.float64))
+    data["tfce"] = (("voxel",), tfce_values)
+    if permutations:
+        n1, n2 = sizes_of(selected_table(maps, imputed), name)
+        sizes = [(int(a), int(b) if np.isfinite(b) else 0) for a, b in zip(n1, n2, strict=True)]
+        names = [str(s) for s in imputed.study.values]
+        whole = effect.rechunk(effect.shape).to_delayed().ravel()[0]
+        blocks = [dask.delayed(psi_block, pure=True)(whole, sizes, names, seed, name, start, stop,
+                                                     mask_name)
+                  for start, stop in block_bounds(permutations, block_size)]
+        maxima = da.from_delayed(dask.delayed(_null_maxima, pure=True)(blocks), (4, permutations),
+                                 np.float64)
+        for row, key in enumerate(("null_max_z", "null_min_z", "null_max_tfce", "null_min_tfce")):
+            data[key] = (("randomization",), maxima[row])
+        data["p_fwe_voxel"] = (("voxel",), da.map_blocks(_fwe, z, maxima[0], maxima[1], dtype=np.float64))
+        data["p_fwe_tfce"] = (("voxel",), da.map_blocks(_fwe, tfce_values, maxima[2], maxima[3],
+                                                       dtype=np.float64))
+    else:
+        nothing = da.full((n_voxels,), np.nan, chunks=z.chunks)
+        data["p_fwe_voxel"] = data["p_fwe_tfce"] = (("voxel",), nothing)
+    coords = {key: value for key, value in imputed.coords.items()
+              if key not in ("imputation", "coefficient", "study") and "study" not in value.dims}
+    result = xr.Dataset(data, coords=coords)
+    result.attrs = {
+        "type": "psi", "name": name, "n_studies": int(imputed.sizes["study"]),
+        "studies": [str(s) for s in imputed.study.values], "where": where or "",
+        "imputations": int(imputations), "permutations": int(permutations), "seed": int(seed),
+        "block_size": int(block_size), "mask": mask_name, "fwhm": imputed.attrs["fwhm"],
+        "tfce": {"E": EXTENT_EXPONENT, "H": HEIGHT_EXPONENT, "dh": LEVEL_STEP},
+        "subject_fwhm": SUBJECT_FWHM,
+        "studies_hash": maps.attrs.get("studies_hash", ""), "daskmeta_version": __version__,
+    }
+    return with_mask(result)
