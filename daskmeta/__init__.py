@@ -26,6 +26,8 @@ _API = {
     "linear_model": "daskmeta.analyses.linear_models",
     "compare": "daskmeta.analyses.linear_models",
     "multimodal": "daskmeta.analyses.overlap",
+    "impute": "daskmeta.analyses.psi",
+    "psi": "daskmeta.analyses.psi",
     # results
     "threshold": "daskmeta.inference.thresholding",
     "extract": "daskmeta.inference.bias",

@@ -2,7 +2,7 @@
 
 TFCE (Smith and Nichols 2009) replaces each voxel's statistic by the support it receives from
 the clusters around it at every height below it; SDM-PSI uses it with ``E = 0.5`` and ``H = 2``
-(docs/methods.md, section 5.8). For the positive part of ``z``,
+(docs/methods.md, section 14.3). For the positive part of ``z``,
 
 .. math::
 
@@ -158,7 +158,7 @@ def tfce(
     """Threshold-free cluster enhancement of one map, signed (Smith and Nichols 2009).
 
     ``tfce(v) = sum_{k = 1}^{n(v)} e_k(v)^E h_k^H dh`` on the positive part of ``z`` where
-    ``z > 0``, and minus the same on ``-z`` where ``z < 0`` (docs/methods.md, section 5.8;
+    ``z > 0``, and minus the same on ``-z`` where ``z < 0`` (docs/methods.md, section 14.3;
     the levels are defined in the module notes). Clusters are 26-connected over the mask's
     voxels only. Exact: one union-find sweep, no per-level labelling.
 
@@ -216,7 +216,7 @@ def tfce_maxima(
     """Largest positive and largest negative TFCE of each map of a batch, for FWE correction.
 
     Each map is enhanced as by :func:`tfce` (Smith and Nichols 2009; docs/methods.md,
-    section 5.8) into one reused buffer; only the two maxima per map are kept.
+    section 14.3) into one reused buffer; only the two maxima per map are kept.
 
     Parameters
     ----------
