@@ -21,7 +21,7 @@ def test_the_example_ships_with_the_package():
     studies = load_studies(folder)
     assert len(studies.studies) == 24 and set(studies.studies["modality"]) == {"ReHo", "ALFF"}
     config = load_config(clbp_config())
-    assert set(config.analyses) == {"reho", "alff", "functional", "reho_vs_alff", "overlap"}
+    assert set(config.analyses) == {"reho", "alff", "functional", "reho_vs_alff", "overlap", "reho_psi"}
     # the repository's examples/clbp is the packaged folder, not a copy
     repository = Path(__file__).resolve().parents[1] / "examples" / "clbp"
     assert repository.resolve() == folder.resolve()
@@ -34,7 +34,7 @@ def test_demo_runs_outside_the_repository(tmp_path):
         [sys.executable, "-m", "daskmeta", "demo", "--permutations", "4", "--scheduler", "threads"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    for analysis in ("reho", "alff", "functional", "reho_vs_alff", "overlap"):
+    for analysis in ("reho", "alff", "functional", "reho_vs_alff", "overlap", "reho_psi"):
         assert (tmp_path / "results" / "clbp" / analysis / "clusters.tsv").is_file(), analysis
     clusters = pd.read_csv(tmp_path / "results" / "clbp" / "reho" / "clusters.tsv", sep="\t")
     assert len(clusters) > 0 and {"sdm_z", "p", "voxels", "jackknife"} <= set(clusters.columns)

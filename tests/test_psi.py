@@ -148,3 +148,32 @@ def test_planted_effect_survives_fwe_and_a_decoy_does_not(tmp_path):
     far = int(np.argmin(((mask.xyz - decoy) ** 2).sum(1)))
     assert result.p_fwe_tfce.values[planted] < 0.05, result.p_fwe_tfce.values[planted]
     assert result.p_fwe_tfce.values[far] > 0.05
+
+
+@pytest.mark.slow
+def test_daskmeta_run_writes_a_psi_analysis(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from daskmeta.app.cli import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["simulate", str(tmp_path / "studies"), "--studies", "5",
+                               "--seed", "2"]).exit_code == 0
+    config = tmp_path / "a.yaml"
+    config.write_text(yaml.safe_dump({
+        "studies": str(tmp_path / "studies"), "store": str(tmp_path / "s.zarr"),
+        "out": str(tmp_path / "out"), "preprocess": {"anisotropy": 0.0},
+        "analyses": {"ps": {"type": "psi", "imputations": 2, "permutations": 3, "block_size": 2,
+                            "threshold": {"fwe": "none", "p": 0.01, "extent": 5}}}}))
+    done = runner.invoke(app, ["run", str(config), "--scheduler", "threads"])
+    assert done.exit_code == 0, done.output
+    out = tmp_path / "out" / "ps"
+    for name in ("z", "p", "tfce", "p_fwe_voxel", "p_fwe_tfce", "tau2", "i2", "q"):
+        assert (out / f"{name}.nii.gz").is_file(), name
+    text = (out / "summary.md").read_text()
+    assert "2 imputations" in text and "3 permutations" in text and "E = 0.5" in text
+    import pandas as pd
+
+    table = pd.read_csv(out / "clusters.tsv", sep="\t")
+    assert {"p_fwe_voxel", "p_fwe_tfce"} <= set(table.columns)
