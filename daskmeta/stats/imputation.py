@@ -34,8 +34,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 from scipy.special import ndtr
 
-#: An interval narrower than this is a known value (as in :mod:`daskmeta.stats.censored`).
-KNOWN_WIDTH = 1e-6
+from daskmeta.stats.censored import KNOWN_WIDTH  # an interval narrower than this is a known value
+
 #: Voxels x bins held at once by :func:`truncated_draws` (float64: 8 MB per buffer). Slices of
 #: 1 M run about 3 times faster than slices of 8 M (the buffers stay in cache).
 SLICE_ELEMENTS = 1_000_000
