@@ -177,3 +177,21 @@ def test_daskmeta_run_writes_a_psi_analysis(tmp_path):
 
     table = pd.read_csv(out / "clusters.tsv", sep="\t")
     assert {"p_fwe_voxel", "p_fwe_tfce"} <= set(table.columns)
+
+
+def test_image_studies_enter_psi_with_their_exact_values(tmp_path):
+    """A study given as a t-map is known wherever its map has a value: imputation keeps it."""
+    from daskmeta.io import load_studies
+    from daskmeta.testing.statmaps import simulate_mixed_studies
+
+    table = simulate_table(4, seed=6, n_peaks_range=(2, 4))
+    folder = simulate_mixed_studies(table, [TrueEffect(-38.0, -26.0, 56.0)], tmp_path / "mixed",
+                                    seed=6, n_maps=1)
+    maps = recreate(load_studies(folder), anisotropy=0.0).persist(scheduler="threads")
+    assert maps.is_image.values.tolist() == [True, False, False, False]
+    effect = impute(maps, imputations=2, seed=4).effect.compute(scheduler="threads").values
+    known = (maps.effect_upper.values[0] - maps.effect_lower.values[0]) < 1e-6
+    assert known.mean() > 0.9  # the map covers the mask, apart from its own zeros
+    np.testing.assert_allclose(effect[:, 0, known], np.broadcast_to(maps.effect.values[0, known],
+                                                                    (2, int(known.sum()))), atol=1e-6)
+    assert not np.allclose(effect[0, 1], effect[1, 1])  # a peak study is imputed afresh
