@@ -224,6 +224,11 @@ def _tfce_map(z: np.ndarray, mask_name: str) -> np.ndarray:
     return tfce(z, load_mask(mask_name))
 
 
+def _normal_p(z: np.ndarray) -> np.ndarray:
+    """One-tailed p of z in its own direction, normal reference."""
+    return norm.sf(np.abs(z))
+
+
 def _null_maxima(blocks: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(blocks, axis=1)
 
@@ -295,7 +300,7 @@ def psi(
     tfce_values = da.from_delayed(dask.delayed(_tfce_map, pure=True)(z_whole, mask_name),
                                   (n_voxels,), np.float64).rechunk(z.chunks)
     data = {key: (("voxel",), pooled[n]) for n, key in enumerate(POOLED_MAPS)}
-    data["p"] = (("voxel",), da.map_blocks(lambda values: norm.sf(np.abs(values)), z, dtype=np.float64))
+    data["p"] = (("voxel",), da.map_blocks(_normal_p, z, dtype=np.float64))
     data["tfce"] = (("voxel",), tfce_values)
     if permutations:
         n1, n2 = sizes_of(selected_table(maps, imputed), name)
