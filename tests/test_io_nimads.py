@@ -245,7 +245,7 @@ def store_group(studies) -> xr.Dataset:
         {"effect": (("study", "voxel"), np.zeros((n, 3), np.float32))},
         coords={"study": studies.names, **study_coords(studies.studies),
                 "is_image": ("study", np.array([bool(m) for m in studies.studies["map"]]))},
-        attrs={"mask": "gray_matter", "peaks": [
+        attrs={"mask": "gray_matter", "study_columns": list(studies.studies.columns), "peaks": [
             [str(p.study), float(p.x), float(p.y), float(p.z), float(p.t)]
             for p in studies.peaks.itertuples(index=False)]},
     )
@@ -284,3 +284,15 @@ def test_cli_export_nimare(tmp_path):
     result = runner.invoke(app, ["export", str(tmp_path / "old.zarr"), "--nimare", str(other)])
     assert result.exit_code == 2 and "records no peaks" in result.output
     assert not other.parent.exists()
+
+
+def test_studyset_from_maps_keeps_the_table_order_whatever_the_coordinate_order(tmp_path):
+    original = study_set(tmp_path)
+    group = store_group(original)
+    coords = {name: (group.coords[name].dims, group.coords[name].values)
+              for name in reversed(list(group.coords))}
+    scrambled = xr.Dataset({"effect": (("study", "voxel"), group.effect.values)}, coords=coords,
+                           attrs=group.attrs)
+    assert list(scrambled.coords) != list(group.coords)
+    rebuilt = studyset_from_maps(scrambled)
+    assert list(rebuilt.studies.columns) == list(original.studies.columns)

@@ -205,6 +205,7 @@ def recreate(
         "fwhm": float(fwhm), "anisotropy": float(anisotropy), "beta": float(beta),
         "mask": mask, "n_voxels": n_voxels, "kernel": KERNEL_NAME,
         "studies_hash": studies_hash(studies), "daskmeta_version": __version__,
+        "study_columns": [str(c) for c in studies.studies.columns],
         # the peaks in MNI mm, so that a store can give its study set back (e.g. to NiMARE)
         "peaks": [[str(p.study), float(p.x), float(p.y), float(p.z), float(p.t)]
                   for p in studies.peaks.itertuples(index=False)],

@@ -415,6 +415,9 @@ def studyset_from_maps(maps: Any) -> StudySet:
                       for v in values]
         columns[str(name)] = values
     table = pd.DataFrame(columns)
+    # a store's coordinates come back in no fixed order: the table's own order is in attrs
+    order = [c for c in maps.attrs.get("study_columns", []) if c in table.columns]
+    table = table[order + [c for c in table.columns if c not in order]]
     records = [list(record) for record in maps.attrs["peaks"]]
     peaks = pd.DataFrame(records, columns=["study", "x", "y", "z", "t"])
     peaks = peaks.astype({"study": str, "x": np.float64, "y": np.float64, "z": np.float64,
