@@ -233,10 +233,6 @@ def _null_maxima(blocks: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(blocks, axis=1)
 
 
-def _fwe(values: np.ndarray, maxima: np.ndarray, minima: np.ndarray) -> np.ndarray:
-    return p_fwe(values, maxima, minima)
-
-
 def psi(
     maps: xr.Dataset,
     imputations: int = DEFAULT_IMPUTATIONS,
@@ -314,8 +310,8 @@ def psi(
                                  np.float64)
         for row, key in enumerate(("null_max_z", "null_min_z", "null_max_tfce", "null_min_tfce")):
             data[key] = (("randomization",), maxima[row])
-        data["p_fwe_voxel"] = (("voxel",), da.map_blocks(_fwe, z, maxima[0], maxima[1], dtype=np.float64))
-        data["p_fwe_tfce"] = (("voxel",), da.map_blocks(_fwe, tfce_values, maxima[2], maxima[3],
+        data["p_fwe_voxel"] = (("voxel",), da.map_blocks(p_fwe, z, maxima[0], maxima[1], dtype=np.float64))
+        data["p_fwe_tfce"] = (("voxel",), da.map_blocks(p_fwe, tfce_values, maxima[2], maxima[3],
                                                        dtype=np.float64))
     else:
         nothing = da.full((n_voxels,), np.nan, chunks=z.chunks)

@@ -53,19 +53,26 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     return path
 
 
-def write_analysis(result: xr.Dataset, found: Any, table: pd.DataFrame, out_dir: str | os.PathLike,
-                   threshold_params: dict[str, Any]) -> dict[str, Any]:
-    """Maps, thresholded maps, ``clusters.tsv`` and the report of a mean analysis."""
-    from daskmeta.report.summary import write_report
-
+def write_maps(result: xr.Dataset, found: Any, table: pd.DataFrame, out_dir: str | os.PathLike,
+               variables: tuple[str, ...]) -> Path:
+    """``variables`` as NIfTI, the thresholded z, the cluster labels and ``clusters.tsv``."""
     out_dir = Path(out_dir)
     mask = result.attrs["mask"]
-    for variable in MEAN_MAPS:
+    for variable in variables:
         to_nifti(result[variable].values, out_dir / f"{variable}.nii.gz", mask=mask)
     to_nifti(np.where(found.labels != 0, result["z"].values, 0.0), out_dir / "z_thresholded.nii.gz",
              mask=mask)
     to_nifti(found.labels.astype(np.int16), out_dir / "clusters.nii.gz", mask=mask)
     write_table(table, out_dir / "clusters.tsv")
+    return out_dir
+
+
+def write_analysis(result: xr.Dataset, found: Any, table: pd.DataFrame, out_dir: str | os.PathLike,
+                   threshold_params: dict[str, Any]) -> dict[str, Any]:
+    """Maps, thresholded maps, ``clusters.tsv`` and the report of a mean analysis."""
+    from daskmeta.report.summary import write_report
+
+    out_dir = write_maps(result, found, table, out_dir, MEAN_MAPS)
     report = write_report(result, table, out_dir, threshold_params)
     return {"clusters": table, "labels": found.labels, "report": report, "out": out_dir}
 

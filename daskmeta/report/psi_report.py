@@ -7,15 +7,12 @@ user can cite exactly what ran.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import xarray as xr
 
-from daskmeta.io.nifti import to_nifti
-from daskmeta.report.export import write_table
+from daskmeta.report.export import write_maps
 
 #: Maps written as NIfTI.
 PSI_MAPS = ("effect", "variance", "z", "p", "tau2", "i2", "q", "tfce", "p_fwe_voxel", "p_fwe_tfce")
@@ -74,14 +71,7 @@ def psi_methods_text(result: xr.Dataset, threshold: dict[str, Any]) -> str:
 def write_psi_outputs(result: xr.Dataset, found: Any, table: pd.DataFrame, out_dir: str | os.PathLike,
                       threshold: dict[str, Any]) -> dict[str, Any]:
     """Maps (``.nii.gz``), ``clusters.tsv`` and ``summary.md`` of an SDM-PSI result."""
-    out_dir = Path(out_dir)
-    mask = result.attrs["mask"]
-    for variable in PSI_MAPS:
-        to_nifti(result[variable].values, out_dir / f"{variable}.nii.gz", mask=mask)
-    to_nifti(np.where(found.labels != 0, result["z"].values, 0.0), out_dir / "z_thresholded.nii.gz",
-             mask=mask)
-    to_nifti(found.labels.astype(np.int16), out_dir / "clusters.nii.gz", mask=mask)
-    write_table(table, out_dir / "clusters.tsv")
+    out_dir = write_maps(result, found, table, out_dir, PSI_MAPS)
     summary = out_dir / "summary.md"
     summary.write_text(
         f"# {result.attrs.get('name', 'psi')}: SDM-PSI\n\n"
