@@ -183,3 +183,99 @@ def test_a_real_run_writes_reports_and_keeps_the_terminal_quiet(tmp_path, capfd)
         assert page.locator("table.sortable tbody tr[data-cluster]").count() == len(clusters)
         screenshot(page, "run_report.png")
         assert problems == []
+
+
+@pytest.fixture(scope="module")
+def psi_run(make_studyset, tmp_path_factory):
+    """A small SDM-PSI run through ``run_psi``: 5 studies, 2 imputations, 9 permutations.
+
+    With 9 permutations no family-wise p is below 0.1, so the clusters are cut at
+    ``p_fwe_tfce < 0.25`` (the rule the page must name).
+    """
+    import dask
+
+    from daskmeta.analyses.recreate import recreate
+    from daskmeta.app.config import PsiAnalysis, PsiThreshold
+    from daskmeta.app.psi_workflow import run_psi
+
+    studies = make_studyset(n_studies=5, peaks_per_study=4, seed=11)
+    maps = recreate(studies, anisotropy=0.0).persist(scheduler="threads")
+    settings = PsiAnalysis(imputations=2, permutations=9, seed=3, threshold=PsiThreshold(fwe="tfce", p=0.25))
+    root = tmp_path_factory.mktemp("psi")
+    with dask.config.set(scheduler="threads"):
+        output = run_psi("ps", settings, maps, root / "s.zarr", root / "out")
+    return output, studies
+
+
+def test_psi_report_names_every_step_and_draws_the_null(psi_run):
+    from PIL import Image
+
+    output, studies = psi_run
+    path, table = output["html"], output["clusters"]
+    assert path == output["out"] / "report.html" and len(table) >= 1
+    with Image.open(output["null_figure"]) as image:
+        image.verify()
+    with Image.open(output["out"] / "null_maxima.png") as image:
+        assert image.format == "PNG" and image.width > 1000 and image.height > 700
+    assert (output["out"] / "glass_brain.png").exists()
+    text = path.read_text(encoding="utf-8")
+    assert text.count("<tr data-cluster=") == len(table)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text) and "<script src" not in text
+    assert "SDM-PSI (psi): 2 imputations, 9 permutations of subject images, seed 3" in text
+    assert "p_fwe_tfce &lt; 0.25" in text and "voxel p &lt;" not in text
+    assert "<th>p_fwe_voxel</th>" in text and "<th>p_fwe_tfce</th>" in text
+    assert "<th>heterogeneity</th>" not in text  # PSI has no Q-test p: the flag would always be "no"
+    # every step of the methods, with its parameters
+    for step in ("2 imputations", "truncated normal", "subject images", "DerSimonian-Laird", "Rubin's rules",
+                 "E = 0.5, H = 2, dh = 0.1", "9 permutations of the subject images",
+                 "family-wise error rate of TFCE below 0.25"):
+        assert step in text.replace("&#x27;", "'"), step
+    for reference in ("NeuroImage 2019;186:174-184", "NeuroImage 2009;44:83-98",
+                      "Rubin DB. Multiple Imputation", "Hum Brain Mapp 2002;15:1-25"):
+        assert reference in text, reference
+    assert 'src="null_maxima.png"' in text and 'src="glass_brain.png"' in text
+    # the peaks' p is the uncorrected normal p; the FWE columns are their own
+    assert (table["p"] <= table["p_fwe_tfce"]).all() and (table["p_fwe_tfce"] < 0.25).all()
+    # index.html lists it as psi even without the run's kinds, and links its null figure
+    index = write_index(output["out"].parent, studies, {"analysis ps (psi)": {"imputations": 2}})
+    listing = index.read_text(encoding="utf-8")
+    assert "<td>psi</td>" in listing and 'href="ps/null_maxima.png"' in listing
+
+
+def test_psi_report_without_permutations_says_so(psi_run, tmp_path):
+    from daskmeta.io.store import read_group
+    from daskmeta.report.psi_report import write_null_figure
+
+    output, _ = psi_run
+    result = read_group(output["out"].parent.parent / "s.zarr", "analyses/ps").compute()
+    observed = result.drop_vars(["null_max_z", "null_min_z", "null_max_tfce", "null_min_tfce"])
+    observed.attrs = {**result.attrs, "permutations": 0}
+    (tmp_path / "null_maxima.png").write_bytes(b"stale")
+    assert write_null_figure(observed, tmp_path) is None and not (tmp_path / "null_maxima.png").exists()
+    threshold_params = {"fwe": "none", "p": 0.005, "peak_z": 0.0, "extent": 10}
+    page = write_html_report(observed, output["labels"], output["clusters"], tmp_path, threshold_params)
+    text = page.read_text(encoding="utf-8")
+    assert "No permutation was run" in text and "null_maxima.png" not in text
+    assert "p &lt; 0.005, &gt;= 10 voxels" in text and "No permutation was run, so no family-wise" in text
+
+
+def test_psi_report_in_a_browser(psi_run):
+    output, _ = psi_run
+    table = output["clusters"]
+    with open_page(output["html"]) as (page, problems):
+        assert page.locator("canvas").count() >= 3
+        colours = page.evaluate("""() => {
+            const c = document.getElementById('view-axial'), d = c.getContext('2d')
+                .getImageData(0, 0, c.width, c.height).data, seen = new Set();
+            for (let n = 0; n < d.length; n += 4 * 97) seen.add(d[n] + ',' + d[n + 1] + ',' + d[n + 2]);
+            return seen.size; }""")
+        assert colours > 20
+        assert page.locator("table.sortable tbody tr[data-cluster]").count() == len(table)
+        assert page.locator("#cluster-buttons button").count() == (table["peak_type"] == "cluster").sum()
+        assert page.locator("img[src='null_maxima.png']").evaluate("i => i.naturalWidth") > 1000
+        assert page.locator("table.sortable thead th", has_text="p_fwe_tfce").count() == 1
+        first = table.iloc[0]
+        page.locator("a.goto").first.click()
+        assert f"MNI ({int(first.x)}, {int(first.y)}, {int(first.z)})" in page.inner_text("#viewer-info")
+        screenshot(page, "psi_report.png")
+        assert problems == []

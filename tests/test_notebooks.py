@@ -105,8 +105,15 @@ def test_walkthrough(monkeypatch):
     tables = html_tables(nb)
     assert any("sdm_z" in table and "region" in table for table in tables)  # the clusters table
     assert any("jackknife" in table for table in tables)  # the replication counts
-    # glass brain, stat map, meta-regression scatter and funnel plot
-    assert count(nb, "image/png") >= 4
+    # glass brain, stat map, meta-regression scatter and funnel plot; the SDM-PSI z map
+    assert count(nb, "image/png") >= 5
+    # SDM-PSI: the lazy imputations, the computation on the cluster with its bar, the result
+    results = [o["data"].get("text/plain", "") for o in outputs(nb) if o.output_type == "execute_result"]
+    assert any("imputation: 3" in r and "study: 4" in r and "dask.array" in r for r in results)
+    assert "100% Completed" in text
+    assert "SDM-PSI: 4 studies, 3 imputations, 20 permutations; largest |z|" in text
+    assert any("p_fwe_tfce" in r and "dask.array" not in r for r in results)
+    assert any("Thresholded" in r for r in results)  # the clusters of p_fwe_tfce < 0.05
 
 
 @pytest.mark.slow

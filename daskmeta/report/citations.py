@@ -39,3 +39,21 @@ REFERENCES: tuple[str, ...] = (
     "Nickerson D, Mikiten SA, Fox PT. Automated Talairach atlas labels for functional brain "
     "mapping. Hum Brain Mapp 2000;10:120-131.",
 )
+
+#: References of SDM-PSI (docs/methods.md, section 14), cited with :data:`REFERENCES` entries
+#: in the methods of ``type: psi`` reports; not part of the numbered list of the other kinds.
+PSI_REFERENCES: dict[str, str] = {
+    "psi": "Albajes-Eizagirre A, Solanes A, Vieta E, Radua J. Voxel-based meta-analysis via "
+           "permutation of subject images (PSI): theory and implementation for SDM. NeuroImage "
+           "2019;186:174-184.",
+    "unreported": "Albajes-Eizagirre A, Solanes A, Radua J. Meta-analysis of non-statistically "
+                  "significant unreported effects. Stat Methods Med Res 2019;28:3741-3754.",
+    "rubin": "Rubin DB. Multiple Imputation for Nonresponse in Surveys. New York: Wiley; 1987.",
+    "d2": "Li KH, Meng XL, Raghunathan TE, Rubin DB. Significance levels from repeated p-values "
+          "with multiply-imputed data. Stat Sin 1991;1:65-92.",
+    "tfce": "Smith SM, Nichols TE. Threshold-free cluster enhancement: addressing problems of "
+            "smoothing, threshold dependence and localisation in cluster inference. NeuroImage "
+            "2009;44:83-98.",
+    "freedman_lane": "Freedman D, Lane D. A nonstochastic interpretation of reported significance "
+                     "levels. J Bus Econ Stat 1983;1:292-298.",
+}

@@ -214,7 +214,31 @@ def _methods(result: Any, table: pd.DataFrame, threshold: dict[str, Any]) -> tup
         return methods_text(result, threshold) + _sensitivity_text(table, result), list(REFERENCES)
     if kind == "multimodal":
         return multimodal_methods(result, threshold)
+    if kind == "psi":
+        from daskmeta.report.psi_report import psi_methods_text, psi_references
+
+        return psi_methods_text(result, threshold), psi_references(result)
     return linear_model_methods(result, threshold)
+
+
+def _psi_null_section(attrs: dict[str, Any], out_dir: Path) -> list[str]:
+    """The permutation null of an SDM-PSI page: its figure, or why there is none."""
+    permutations = int(attrs.get("permutations", 0))
+    head = '<h2 id="null">Permutation null</h2>'
+    if not permutations:
+        return [head, "<p>No permutation was run (<code>permutations: 0</code>): there is no null "
+                "distribution and no family-wise corrected p-value, so clusters can only be cut on the "
+                "uncorrected p (<code>threshold: {fwe: none}</code>).</p>"]
+    if not (out_dir / "null_maxima.png").exists():
+        return [head, f"<p>{permutations} permutations; their figure (null_maxima.png) was not written.</p>"]
+    note = (f"The largest and smallest z and TFCE over the mask in each of the {permutations} "
+            "permutations of the subject images (grey histograms), the observed map's extremes (red) "
+            "and the family-wise 0.05 critical values (dashed: the 95th percentile of the maxima, the "
+            "5th of the minima). A voxel's p_fwe_voxel (p_fwe_tfce) is the share of permutations, "
+            "counting the observed one, whose extreme z (TFCE) of its sign is at least as extreme as "
+            "the voxel's own.")
+    return [head, f'<p class="note">{esc(note)}</p>',
+            '<img class="figure" src="null_maxima.png" alt="histograms of the permutation null maxima">']
 
 
 def _peaks(table: pd.DataFrame) -> list[dict[str, Any]]:
@@ -233,7 +257,7 @@ def write_html_report(
     ----------
     result : xarray.Dataset
         The computed analysis: ``z`` over ``voxel`` and the ``attrs`` of its kind (``type``
-        ``mean``, ``regression``, ``compare`` or ``multimodal``).
+        ``mean``, ``regression``, ``compare``, ``multimodal`` or ``psi``).
     labels : ndarray
         Signed cluster label of each voxel (:attr:`daskmeta.inference.thresholding.Thresholded.labels`).
     table : pandas.DataFrame
@@ -242,12 +266,23 @@ def write_html_report(
         The analysis folder, holding its plots (``funnel_cluster<N>.png``,
         ``scatter_cluster<N>.png``), ``egger.tsv`` and ``jackknife.tsv`` when they exist.
     threshold : dict
-        ``{"p", "peak_z", "extent"}``.
+        ``{"p", "peak_z", "extent"}``; for ``psi`` also ``fwe``, the map the clusters were
+        cut on (:data:`daskmeta.report.psi_report.FWE_MAPS`).
     extra_tables : dict, optional
         Further tables shown after the peaks table (title -> table), e.g. the opposite-sign
         clusters of a multimodal overlap.
     index : str, optional
         Relative link to the run's ``index.html`` (None: no link).
+
+    Notes
+    -----
+    An SDM-PSI result (``type: psi``) shows, like the other kinds, its signed z map (SDM-Z)
+    in the viewer, with the clusters cut on a family-wise corrected p (``p_fwe_tfce`` by
+    default), which the rule line names: SDM-PSI reads its SDM-Z map thresholded by the
+    corrected p, not TFCE values, whose scale has no meaning of its own (see
+    :func:`daskmeta.app.psi_workflow.run_psi`). Its page adds the histograms of the
+    permutation null (``null_maxima.png``) and its own Methods and References
+    (:mod:`daskmeta.report.psi_report`).
     """
     out_dir = Path(out_dir)
     attrs = result.attrs
@@ -255,11 +290,18 @@ def write_html_report(
     kind = str(attrs.get("type", "mean"))
     rule = (f"voxel p &lt; {_num(threshold['p'])}, peak |SDM-Z| &ge; {_num(threshold['peak_z'])}, "
             f"&ge; {_num(threshold['extent'])} voxels")
+    if kind == "psi":
+        from daskmeta.report.psi_report import psi_rule
+
+        rule = esc(psi_rule(threshold))
     n_clusters = int(table["cluster"].nunique()) if len(table) else 0
     data = viewer_data(result["z"].values, labels, str(attrs["mask"]), _peaks(table))
     methods, refs = _methods(result, table, threshold)
     studies = attrs.get("studies")
     facts = [f"{kind}", f"{n_clusters} cluster(s), {len(table)} peak(s) at {rule}"]
+    if kind == "psi":
+        facts[0] = (f"SDM-PSI ({kind}): {int(attrs['imputations'])} imputations, "
+                    f"{int(attrs['permutations'])} permutations of subject images, seed {int(attrs['seed'])}")
     if studies is not None and not isinstance(studies, str):
         facts.append(f"{len(list(studies))} studies: {esc(', '.join(map(str, studies)))}")
     body = [
@@ -278,6 +320,8 @@ def write_html_report(
     for title, extra in (extra_tables or {}).items():
         shown = table_html(extra, peaks=True, anchors=False) if len(extra) else "<p>None.</p>"
         body += [f"<h2>{esc(title)}</h2>", shown]
+    if kind == "psi":
+        body += _psi_null_section(attrs, out_dir)
     if n_clusters:
         body += ["<h2>Clusters</h2>", _cluster_sections(table, out_dir)]
     if (out_dir / "glass_brain.png").exists():
@@ -285,5 +329,6 @@ def write_html_report(
     body += ['<h2 id="methods">Methods</h2>', f'<p class="methods">{esc(methods)}</p>',
              "<h2>References</h2>", references_html(refs)]
     nav = [(index, "\u2190 all analyses")] if index else []
-    nav += [("#viewer", "viewer"), ("#methods", "methods")]
+    nav += [("#viewer", "viewer")] + ([("#null", "permutation null")] if kind == "psi" else [])
+    nav += [("#methods", "methods")]
     return write_page(out_dir / REPORT_NAME, f"daskmeta: {name}", "\n".join(body), nav)

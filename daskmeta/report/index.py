@@ -18,6 +18,8 @@ from daskmeta.report.html import REPORT_NAME, esc, table_html, write_page
 from daskmeta.report.viewer import viewer_data, viewer_html
 
 INDEX_NAME = "index.html"
+#: Files of an analysis folder linked from its row, where they exist (``null_maxima.png``: SDM-PSI).
+LINKED_FILES = ("summary.md", "clusters.tsv", "stability.tsv", "null_maxima.png")
 
 
 def _reports(out: Path) -> list[Path]:
@@ -33,7 +35,8 @@ def _analysis_row(out: Path, report: Path, kinds: dict[str, str]) -> dict[str, A
     row: dict[str, Any] = {"analysis": name, "type": kinds.get(name, "")}
     if not row["type"]:
         row["type"] = ("sweep" if name.startswith("sweeps/") else
-                       "regression" if "/regression_" in name else "")
+                       "regression" if "/regression_" in name else
+                       "psi" if (folder / "p_fwe_tfce.nii.gz").exists() else "")
     clusters = folder / "clusters.tsv"
     if clusters.exists():
         table = pd.read_csv(clusters, sep="\t")
@@ -54,8 +57,7 @@ def _links_table(out: Path, rows: list[dict[str, Any]]) -> str:
     body = []
     for row in rows:
         name = row["analysis"]
-        files = [f'<a href="{esc(name)}/{f}">{f}</a>' for f in ("summary.md", "clusters.tsv", "stability.tsv")
-                 if (out / name / f).exists()]
+        files = [f'<a href="{esc(name)}/{f}">{f}</a>' for f in LINKED_FILES if (out / name / f).exists()]
         cells = [f'<a href="{esc(name)}/{REPORT_NAME}">{esc(name)}</a>', esc(row["type"])]
         cells += [esc(row.get(c, "")) for c in ("clusters", "positive", "negative", "peaks")]
         cells.append(" ".join(files))

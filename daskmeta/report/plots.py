@@ -40,7 +40,7 @@ from daskmeta.errors import plain
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["DPI", "funnel_figure", "funnel_plot", "scatter_figure", "scatter_plot"]
+__all__ = ["DPI", "funnel_figure", "funnel_plot", "psi_null_plot", "scatter_figure", "scatter_plot"]
 
 #: Resolution of the saved PNGs, dots per inch.
 DPI = 150
@@ -334,4 +334,93 @@ def scatter_plot(
     Thompson & Higgins (2002); docs/methods.md, section 8.
     """
     fig = scatter_figure(covariate, effect, variance, intercept, slope, xlabel, title=title)
+    return _save(fig, path)
+
+
+def psi_null_plot(
+    null_max_z: ArrayLike,
+    null_min_z: ArrayLike,
+    null_max_tfce: ArrayLike,
+    null_min_tfce: ArrayLike,
+    observed: Sequence[float],
+    path: str | os.PathLike[str],
+    title: str = "",
+) -> Path:
+    """Histograms of an SDM-PSI permutation null's extremes, written as a PNG, atomically.
+
+    Four panels (largest z, smallest z, largest TFCE, smallest TFCE over the mask in each
+    permutation), each with the observed map's extreme (red) and the family-wise 0.05
+    critical value (dashed): the 95th percentile of the maxima, the 5th of the minima. A
+    voxel whose z (or TFCE) lies beyond the critical value has a family-wise corrected
+    p below about 0.05 (docs/methods.md, section 14.4).
+
+    Parameters
+    ----------
+    null_max_z, null_min_z, null_max_tfce, null_min_tfce : array_like, shape (B,)
+        Per-permutation extremes (``null_*`` of :func:`daskmeta.psi`), B >= 1.
+    observed : sequence of 4 float
+        The observed map's ``max z, min z, max TFCE, min TFCE``, in that order.
+    path : str or os.PathLike
+        Destination PNG; its folder is created if missing, an existing file replaced.
+    title : str, default ''
+        Figure title, e.g. the analysis' name.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        If a null is empty or not finite, or ``observed`` does not hold 4 values.
+
+    References
+    ----------
+    Nichols TE, Holmes AP (2002). Hum Brain Mapp 15:1-25 (maximum statistic).
+    Smith SM, Nichols TE (2009). NeuroImage 44:83-98 (TFCE).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    nulls = [np.asarray(values, dtype=np.float64).ravel()
+             for values in (null_max_z, null_min_z, null_max_tfce, null_min_tfce)]
+    if any(values.size == 0 or not np.all(np.isfinite(values)) for values in nulls):
+        raise ValueError("each null must hold at least one finite value per permutation.")
+    extremes = [float(v) for v in observed]
+    if len(extremes) != 4:
+        raise ValueError(f"'observed' must hold 4 values (max z, min z, max TFCE, min TFCE); "
+                         f"got {len(extremes)}.")
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(9.0, 6.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 2)
+    panels = (("Largest z", "z", True), ("Smallest z", "z", False),
+              ("Largest TFCE", "TFCE", True), ("Smallest TFCE", "TFCE", False))
+    for ax, values, seen, (label, unit, upper) in zip(axes.ravel(), nulls, extremes, panels, strict=True):
+        critical = float(np.quantile(values, 0.95 if upper else 0.05))
+        ax.hist(values, bins=min(40, max(5, values.size // 5)), color="0.75", edgecolor="0.35",
+                linewidth=0.5)
+        ax.axvline(critical, color="black", linestyle="--", linewidth=1.2)
+        low, high = float(values.min()), float(values.max())
+        if np.isfinite(seen):
+            ax.axvline(seen, color="tab:red", linewidth=1.8)
+            low, high = min(low, seen), max(high, seen)
+        pad = 0.05 * (high - low or 1.0)
+        ax.set_xlim(low - pad, high + pad)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{label} per permutation\nobserved {seen:.3g}, FWE 0.05 critical value {critical:.3g}",
+                     fontsize=9)
+        ax.set_xlabel(unit)
+        ax.set_ylabel("Permutations")
+    handles = [Patch(facecolor="0.75", edgecolor="0.35", label=f"Null ({nulls[0].size} permutations)"),
+               Line2D([], [], color="black", linestyle="--",
+                      label="FWE 0.05 critical value (95th percentile of the maxima, 5th of the minima)"),
+               Line2D([], [], color="tab:red", linewidth=1.8, label="Observed map")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return _save(fig, path)
