@@ -197,6 +197,10 @@ class PsiAnalysis:
         Permutations of the subject images (default 1000; 0 computes the observed maps only).
     seed, block_size : int
         The seed of every draw, and the permutations a graph task computes.
+    regressors : tuple of str
+        Study columns of one linear model: the first is tested, the others are covariates
+        of no interest (Freedman-Lane permutations of studies, docs/methods.md, section 14.5).
+        Empty: the mean.
     threshold : PsiThreshold
         The cluster-forming map and its limits (not inherited from the top-level threshold).
     """
@@ -208,6 +212,8 @@ class PsiAnalysis:
     permutations: Annotated[int, AtLeast(0)] = 1000
     seed: int = 0
     block_size: Positive = 10
+    regressors: tuple[str, ...] = field(
+        default=(), metadata=expect("a list of study columns, the tested one first, e.g. [age, sex]"))
     threshold: PsiThreshold = PsiThreshold()
 
 

@@ -302,6 +302,8 @@ def validate_selections(studies: StudySet, analyses: Mapping[str, Analysis]) -> 
             continue
         mean = isinstance(settings, MeanAnalysis)
         minimum = 3 if mean and (settings.jackknife or settings.regressors) else 2
+        if isinstance(settings, PsiAnalysis) and settings.regressors:
+            minimum = len(settings.regressors) + 2  # more studies than design columns
         chosen = selected(name, settings.where, settings.studies, minimum)
         for group in settings.groups if isinstance(settings, CompareAnalysis) else ():
             query = f"({settings.where}) and ({group})" if settings.where else group
@@ -314,6 +316,20 @@ def validate_selections(studies: StudySet, analyses: Mapping[str, Analysis]) -> 
                 raise ConfigError(f"analysis '{name}': regressor '{column}' is not numeric")
             if chosen.studies[column].notna().sum() < 3:
                 raise ConfigError(f"analysis '{name}': fewer than 3 studies have '{column}'")
+        for column in settings.regressors if isinstance(settings, PsiAnalysis) else ():
+            if column not in chosen.studies:
+                raise ConfigError(f"analysis '{name}': regressor '{column}' is not a study column "
+                                  f"({', '.join(map(str, chosen.studies.columns))})")
+            values = chosen.studies[column]
+            if not pd.api.types.is_numeric_dtype(values):
+                raise ConfigError(f"analysis '{name}': regressor '{column}' is not numeric")
+            if values.isna().any():
+                missing = ", ".join(map(str, chosen.studies.loc[values.isna(), "study"]))
+                raise ConfigError(f"analysis '{name}': studies without '{column}': {missing}; select "
+                                  "them out with 'where' (a PSI linear model needs every study's value)")
+            if values.nunique() < 2:
+                raise ConfigError(f"analysis '{name}': regressor '{column}' is constant over the "
+                                  "selected studies")
 
 
 def run_config(
