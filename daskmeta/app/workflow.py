@@ -255,7 +255,7 @@ def _write_index(config: Config, studies: StudySet, analyses: Mapping[str, Analy
     for name, settings in (analyses or config.analyses).items():
         kinds[name] = type(settings).__name__.removesuffix("Analysis").lower()
         parameters[f"analysis {name} ({kinds[name]})"] = asdict(settings)
-        for regressor in getattr(settings, "regressors", ()):
+        for regressor in settings.regressors if isinstance(settings, MeanAnalysis) else ():
             kinds[f"{name}/regression_{regressor}"] = "regression"
     if config.sweep is not None:
         parameters[f"sweep {config.sweep.as_dict()['name']}"] = config.sweep.as_dict()
