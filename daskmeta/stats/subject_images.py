@@ -84,6 +84,7 @@ __all__ = [
     "field_model",
     "group_labels",
     "restrict",
+    "restricted_noise",
     "standardize",
     "subject_images",
     "target_correlation",
@@ -351,3 +352,62 @@ def restrict(
     if images.shape[-1] != int(brain.sum()):
         raise ValueError(f"images have {images.shape[-1]} voxels; the brain has {int(brain.sum())}")
     return images[..., volume[brain]]
+
+
+def restricted_noise(
+    images: ArrayLike, mask: ArrayLike, groups: ArrayLike | None = None, brain: ArrayLike | None = None
+) -> NDArray[np.float32]:
+    """``standardize(restrict(images, mask, brain), groups).astype(np.float32)``, in one pass.
+
+    Parameters
+    ----------
+    images : array_like, shape (n_subjects, n_brain_voxels)
+        Subject images over the brain lattice (:func:`subject_images`).
+    mask, brain
+        As in :func:`restrict`.
+    groups : array_like of int, shape (n_subjects,), optional
+        As in :func:`standardize`.
+
+    Returns
+    -------
+    ndarray of float32, shape (n_subjects, n_mask_voxels)
+        Bit for bit the composition above (the same sums in the same order, compiled:
+        :func:`daskmeta.stats._psi_jit.standardize_columns`), about 20 times faster and
+        without its float64 copies of the images; voxel-major in memory (a transposed view),
+        as the composition's result is. float32 images take the compiled path, others the
+        composition itself.
+
+    Raises
+    ------
+    ValueError
+        As :func:`restrict` and :func:`standardize`.
+
+    Notes
+    -----
+    docs/methods.md, section 14.2 (the standardised noise of a study's permuted group
+    analysis).
+    """
+    from daskmeta.stats import _psi_jit
+
+    images = np.asarray(images)
+    if images.dtype != np.float32 or images.ndim != 2:
+        return standardize(restrict(images, mask, brain), groups).astype(np.float32)
+    volume = np.asarray(getattr(mask, "volume", mask), dtype=bool)
+    lattice = templates()["brain"] if brain is None else np.asarray(brain, dtype=bool)
+    restrict(images[:1], volume, lattice)  # the checks of restrict, on one row
+    n = images.shape[0]
+    labels = np.zeros(n, dtype=np.int64) if groups is None else np.asarray(groups).ravel()
+    if labels.shape != (n,):
+        raise ValueError(f"groups must have one label per subject ({n}); {labels.shape[0]} were provided")
+    members = [np.flatnonzero(labels == label) for label in np.unique(labels)]
+    for label, rows in zip(np.unique(labels), members, strict=True):
+        if len(rows) < 2:
+            raise ValueError(f"group {plain(label)!r} has {len(rows)} subject; standardising needs 2")
+    columns = np.flatnonzero(volume[lattice]).astype(np.int64)
+    bounds = np.cumsum([0, *(len(rows) for rows in members)]).astype(np.int64)
+    out = np.empty((len(columns), n), dtype=np.float32)
+    bad = _psi_jit.standardize_columns(np.ascontiguousarray(images), columns,
+                                       np.concatenate(members).astype(np.int64), bounds, out)
+    if bad >= 0:
+        raise ValueError(f"voxel {bad} has no spread across the subjects of a group")
+    return out.T
