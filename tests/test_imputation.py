@@ -7,7 +7,12 @@ import pytest
 from scipy import stats
 
 from daskmeta.stats import imputation
-from daskmeta.stats.imputation import coherent_uniforms, smooth_map, truncated_draws
+from daskmeta.stats.imputation import (
+    coherent_uniforms,
+    smooth_map,
+    truncated_draws,
+    truncated_draws_many,
+)
 
 
 def _intervals(rng, n):
@@ -90,6 +95,91 @@ def test_bad_draw_inputs():
         truncated_draws(0.0, 0.0, 1.0, -1.0, 0.1, 0.0, 0.5)
     with pytest.raises(ValueError, match="bins"):
         truncated_draws(0.0, 0.0, -1.0, 1.0, 0.1, 0.0, 0.5, bins=0)
+
+
+def _same_bits(left, right):
+    """Equal bit for bit (NaN payloads and signed zeros included)."""
+    return left.shape == right.shape and left.dtype == right.dtype and left.tobytes() == right.tobytes()
+
+
+def _many_case(rng, n, rows):
+    """Voxels of every kind: known, tiny and wide intervals, means far outside, edge uniforms."""
+    lo, up = _intervals(rng, n)
+    kind = rng.integers(0, 5, n)
+    up = np.where(kind == 0, lo, up)  # known
+    up = np.where(kind == 1, lo + rng.uniform(1e-6, 1e-4, n), up)  # just wider than KNOWN_WIDTH
+    up = np.where(kind == 2, lo + 5e-7, up)  # narrower than KNOWN_WIDTH: known
+    mu = np.where(kind == 3, rng.choice([-1.0, 1.0], n) * rng.uniform(5, 40, n), rng.normal(0, 1, n))
+    u = rng.random((rows, n))
+    u[0, : n // 4], u[1, : n // 4] = 0.0, 1.0  # the edges
+    u[2, : n // 4] = 1.0 - 2.0**-53  # u * total may round to total
+    u[3, : n // 4] = 2.0**-60
+    return mu, rng.uniform(0, 0.3, n), lo, up, u
+
+
+@pytest.mark.parametrize("bins", [1, 2, 7, 500])
+def test_many_rows_equal_the_single_draws_bit_for_bit(bins):
+    """Row r of truncated_draws_many is truncated_draws at u[r] (docs/methods.md, section 14.1)."""
+    rng = np.random.default_rng(bins)
+    n, rows = 1200, 6
+    mu, tau2, lo, up, u = _many_case(rng, n, rows)
+    a, c = rng.uniform(0.05, 0.2, n), rng.uniform(0.0, 0.05, n)
+    for params in ((mu, tau2, lo, up, a, c), (mu, 0.0, lo, up, 0.1, 0.014), (0.3, tau2, lo, up, a, 0.0)):
+        many = truncated_draws_many(*params, u, bins=bins)
+        assert many.shape == (rows, n)
+        with np.errstate(invalid="ignore"):
+            for r in range(rows):
+                assert _same_bits(many[r], truncated_draws(*params, u[r], bins=bins)), r
+
+
+def test_many_draws_keep_known_values_and_far_means_at_the_edges():
+    rng = np.random.default_rng(10)
+    lo = np.array([0.2, -0.4, 0.0, 0.0])
+    up = np.array([0.2, 0.6, 2.0, 2.0])
+    mu = np.array([0.0, 0.1, -30.0, 30.0])
+    u = np.vstack([rng.random(4), [0.0] * 4, [0.5] * 4])
+    with np.errstate(invalid="ignore"):
+        many = truncated_draws_many(mu, 0.0, lo, up, 0.01, 0.0, u)
+        single = np.stack([truncated_draws(mu, 0.0, lo, up, 0.01, 0.0, row) for row in u])
+    assert _same_bits(many, single)
+    assert (many[:, 0] == 0.2).all()
+    # the mass at the near end (beyond the bins whose density underflows to 0)
+    assert (many[:, 2] < 0.01).all() and (many[:, 3] > 1.7).all()
+
+
+def test_many_slabs_do_not_change_the_draws(monkeypatch):
+    rng = np.random.default_rng(11)
+    n = 1000
+    mu, tau2, lo, up, u = _many_case(rng, n, 5)
+    with np.errstate(invalid="ignore"):
+        whole = truncated_draws_many(mu, tau2, lo, up, 0.1, 0.014, u)
+        monkeypatch.setattr(imputation, "TABLE_ELEMENTS", 500 * 7)
+        assert _same_bits(truncated_draws_many(mu, tau2, lo, up, 0.1, 0.014, u), whole)
+        monkeypatch.setattr(imputation, "TABLE_ELEMENTS", 1)
+        assert _same_bits(truncated_draws_many(mu, tau2, lo, up, 0.1, 0.014, u), whole)
+
+
+def test_many_draws_without_rows_or_unknown_voxels():
+    lo = np.array([0.1, -0.2])
+    known = truncated_draws_many(0.0, 0.0, lo, lo, 0.1, 0.0, np.full((3, 2), 0.5))
+    assert known.tolist() == [[0.1, -0.2]] * 3
+    assert truncated_draws_many(0.0, 0.0, lo, lo + 1, 0.1, 0.0, np.empty((0, 2))).shape == (0, 2)
+
+
+def test_bad_many_draw_inputs():
+    u = np.full((2, 3), 0.5)
+    with pytest.raises(ValueError, match="n_rows, n_voxels"):
+        truncated_draws_many(0.0, 0.0, -1.0, 1.0, 0.1, 0.0, np.full(3, 0.5))
+    with pytest.raises(ValueError, match="one value per column"):
+        truncated_draws_many(np.zeros(4), 0.0, -1.0, 1.0, 0.1, 0.0, u)
+    with pytest.raises(ValueError, match="within"):
+        truncated_draws_many(0.0, 0.0, -1.0, 1.0, 0.1, 0.0, u + 1.0)
+    with pytest.raises(ValueError, match="exceeds"):
+        truncated_draws_many(0.0, 0.0, 1.0, -1.0, 0.1, 0.0, u)
+    with pytest.raises(ValueError, match="finite"):
+        truncated_draws_many(np.nan, 0.0, -1.0, 1.0, 0.1, 0.0, u)
+    with pytest.raises(ValueError, match="bins"):
+        truncated_draws_many(0.0, 0.0, -1.0, 1.0, 0.1, 0.0, u, bins=2.5)
 
 
 GRID = (40, 44, 36)

@@ -129,8 +129,6 @@ def test_fwe_p_values_count_the_permutation_maxima(maps):
     expected = (1 + np.sum(result.null_min_z.values <= z[bottom])) / 6
     assert result.p_fwe_voxel.values[bottom] == pytest.approx(expected)
     assert np.all(np.sign(tfce[np.abs(z) > 0.2]) == np.sign(z[np.abs(z) > 0.2]))
-    with pytest.raises(ValueError, match="linear models are not available for PSI yet"):
-        psi(maps, regressors=["n1"])
 
 
 @pytest.mark.slow
@@ -165,7 +163,9 @@ def test_daskmeta_run_writes_a_psi_analysis(tmp_path):
         "studies": str(tmp_path / "studies"), "store": str(tmp_path / "s.zarr"),
         "out": str(tmp_path / "out"), "preprocess": {"anisotropy": 0.0},
         "analyses": {"ps": {"type": "psi", "imputations": 2, "permutations": 3, "block_size": 2,
-                            "threshold": {"fwe": "none", "p": 0.01, "extent": 5}}}}))
+                            "threshold": {"fwe": "none", "p": 0.01, "extent": 5}},
+                     "lm": {"type": "psi", "imputations": 2, "permutations": 3, "regressors": ["n1"],
+                            "threshold": {"fwe": "none", "p": 0.05, "extent": 5}}}}))
     done = runner.invoke(app, ["run", str(config), "--scheduler", "threads"])
     assert done.exit_code == 0, done.output
     out = tmp_path / "out" / "ps"
@@ -177,6 +177,8 @@ def test_daskmeta_run_writes_a_psi_analysis(tmp_path):
 
     table = pd.read_csv(out / "clusters.tsv", sep="\t")
     assert {"p_fwe_voxel", "p_fwe_tfce"} <= set(table.columns)
+    text = (tmp_path / "out" / "lm" / "summary.md").read_text()
+    assert "The effect of n1 was tested by a linear model" in text and "3 Freedman-Lane" in text
 
 
 def test_image_studies_enter_psi_with_their_exact_values(tmp_path):

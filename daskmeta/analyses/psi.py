@@ -6,8 +6,9 @@ imputation, Rubin's rules across imputations), computes TFCE, and judges both ag
 maxima of a permutation null of subject images (:mod:`daskmeta.null.psi`).
 
 The graph: the censored maximum-likelihood fit runs per chunk of voxels (all studies of a
-voxel at once); its maps are smoothed whole (one task per map); each (imputation, study)
-draw is one task over the whole mask (its uniform field is spatially smoothed). The same
+voxel at once); its maps are smoothed whole (one task per map); each study's draws are one
+task over the whole mask for up to 50 imputations (their uniform fields, spatially smoothed,
+then each voxel's CDF built once and inverted at every imputation). The same
 ``seed`` always gives the same imputations, whatever the chunks or workers: the field of
 study ``s`` in imputation ``m`` draws from ``SeedSequence(seed, spawn_key=(crc32("impute"),
 crc32(s), m))``.
@@ -38,9 +39,10 @@ from daskmeta.analyses.means import prepare_studies, study_table
 from daskmeta.io.nifti import with_mask
 from daskmeta.model.grid import GRID_SHAPE, load_mask
 from daskmeta.null.psi import pool_imputations, psi_block, study_key
+from daskmeta.null.psi_regression import observed_model, psi_model_block
 from daskmeta.null.seeds import block_bounds
 from daskmeta.stats.censored import censored_ml
-from daskmeta.stats.imputation import coherent_uniforms, smooth_map, truncated_draws
+from daskmeta.stats.imputation import coherent_uniforms, smooth_map, truncated_draws_many
 from daskmeta.stats.pvalues import p_fwe
 from daskmeta.stats.regression import rescale
 from daskmeta.stats.sdm_model import variance_model
@@ -52,6 +54,10 @@ DEFAULT_IMPUTATIONS = 50
 DEFAULT_PERMUTATIONS = 1000
 #: Stream key of the imputations (the uniform fields).
 IMPUTE_KEY = zlib.crc32(b"impute")
+#: Most imputations of one study drawn by one task (its uniform fields, float64, and draws,
+#: float32: about 2.2 MB per imputation on the grey-matter mask): each task builds the
+#: study's CDF tables once, so fewer, larger tasks repeat less.
+IMPUTATIONS_PER_TASK = 50
 
 
 def _design(table: pd.DataFrame, regressors: list[str] | None, name: str) -> tuple[np.ndarray, list[str]]:
@@ -88,8 +94,15 @@ def sizes_of(table: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _ml_block(lower: np.ndarray, upper: np.ndarray, a: np.ndarray, c: np.ndarray,
               design: np.ndarray) -> np.ndarray:
-    """Censored ML of one chunk of voxels: rows ``beta_0..beta_{p-1}, tau2``."""
-    fit = censored_ml(lower.astype(np.float64), upper.astype(np.float64), a, c, design=design)
+    """Censored ML of one chunk of voxels: rows ``beta_0..beta_{p-1}, tau2``.
+
+    The leave-one-out protection acts on the tested coefficient: the mean, or a linear
+    model's first regressor (docs/methods.md, sections 14.1 and 14.5).
+    """
+    contrast = np.zeros(design.shape[1])
+    contrast[min(1, design.shape[1] - 1)] = 1.0
+    fit = censored_ml(lower.astype(np.float64), upper.astype(np.float64), a, c, design=design,
+                      contrast=contrast)
     return np.concatenate([np.atleast_2d(fit.beta), fit.tau2[None]], axis=0)
 
 
@@ -102,14 +115,22 @@ def _smooth_rows(rows: np.ndarray, mask_name: str, fwhm: float) -> np.ndarray:
 
 
 def _draw_task(fit: np.ndarray, lower: np.ndarray, upper: np.ndarray, a: float, c: float,
-               row: np.ndarray, sequence: np.random.SeedSequence, mask_name: str,
+               row: np.ndarray, sequences: list[np.random.SeedSequence], mask_name: str,
                fwhm: float) -> np.ndarray:
-    """One study's imputed map in one imputation, over the whole mask (float32)."""
+    """One study's imputed maps in several imputations, over the whole mask (float32).
+
+    One uniform field per imputation (row ``m`` from ``sequences[m]``, see
+    :func:`imputation_seed`); the study's discretised CDF is built once per voxel and
+    inverted at every row (:func:`~daskmeta.stats.imputation.truncated_draws_many`).
+    Returns shape ``(len(sequences), n_voxels)``; docs/methods.md, section 14.1.
+    """
     mask = load_mask(mask_name)
-    u = coherent_uniforms(np.random.default_rng(sequence), GRID_SHAPE, mask.ijk, fwhm)
+    u = np.empty((len(sequences), mask.n_voxels))
+    for m, sequence in enumerate(sequences):
+        u[m] = coherent_uniforms(np.random.default_rng(sequence), GRID_SHAPE, mask.ijk, fwhm)
     mu = row @ fit[:-1]
-    values = truncated_draws(mu, fit[-1], lower.astype(np.float64).ravel(),
-                             upper.astype(np.float64).ravel(), a, c, u)
+    values = truncated_draws_many(mu, fit[-1], lower.astype(np.float64).ravel(),
+                                  upper.astype(np.float64).ravel(), a, c, u)
     return values.astype(np.float32)
 
 
@@ -181,15 +202,15 @@ def impute(
                  upper.rechunk((1, n_voxels)).to_delayed().ravel()]
     names = [str(s) for s in selected.study.values]
     draws = []
-    for m in range(imputations):
-        row = []
-        for s, study in enumerate(names):
+    for s, study in enumerate(names):
+        column = []
+        for start, stop in block_bounds(imputations, IMPUTATIONS_PER_TASK):
             task = dask.delayed(_draw_task, pure=True)(
                 smoothed, per_study[0][s], per_study[1][s], float(a[s]), float(c[s]), design[s],
-                imputation_seed(seed, study, m), mask_name, fwhm)
-            row.append(da.from_delayed(task, (n_voxels,), np.float32))
-        draws.append(da.stack(row))
-    effect = da.stack(draws).rechunk((1, k, lower.chunks[1]))
+                [imputation_seed(seed, study, m) for m in range(start, stop)], mask_name, fwhm)
+            column.append(da.from_delayed(task, (stop - start, n_voxels), np.float32))
+        draws.append(da.concatenate(column))
+    effect = da.stack(draws, axis=1).rechunk((1, k, lower.chunks[1]))
     variance = (a[None, :, None] + c[None, :, None] * effect.astype(np.float64) ** 2).astype(np.float32)
     smoothed_array = da.from_delayed(smoothed, (p + 1, n_voxels), np.float64)
     result = xr.Dataset(
@@ -256,8 +277,10 @@ def psi(
         Permutations of the subject images (SDM-PSI's default 1000); 0 computes the observed
         maps only.
     regressors : list of str, optional
-        Not yet available for PSI (the study-level Freedman-Lane permutation): use
-        :func:`daskmeta.linear_model` on the recreated maps meanwhile.
+        Study columns of a linear model (docs/methods.md, section 14.5): the first is tested
+        (its coefficient over its rescaled [0, 1] range), any others are covariates of no
+        interest; the null permutes the reduced model's residuals between studies
+        (Freedman-Lane), the same permutation for every imputation and voxel.
     name : str
         The analysis name (part of every permutation's seed).
     block_size : int
@@ -277,20 +300,26 @@ def psi(
     Albajes-Eizagirre A et al. (2019). NeuroImage 186:174.
     Smith SM, Nichols TE (2009). NeuroImage 44:83.
     """
-    if regressors:
-        raise ValueError(f"analysis {name!r}: linear models are not available for PSI yet "
-                         "(their study-level Freedman-Lane permutation); use type 'mean' with "
-                         "'regressors' for the AES-SDM meta-regression")
     if permutations < 0 or block_size < 1:
         raise ValueError(f"'permutations' must be >= 0 and 'block_size' >= 1; got "
                          f"{permutations} and {block_size}")
-    imputed = impute(maps, imputations, seed, where, studies, None, name)
+    regressors = list(regressors or [])
+    imputed = impute(maps, imputations, seed, where, studies, regressors, name)
     mask_name = imputed.attrs["mask"]
     n_voxels = imputed.sizes["voxel"]
     effect = imputed.effect.data.rechunk({0: -1, 1: -1})
     variance = imputed.variance.data.rechunk({0: -1, 1: -1})
-    pooled = da.map_blocks(_observed_block, effect, variance, drop_axis=0,
-                           chunks=((len(POOLED_MAPS),), effect.chunks[2]), dtype=np.float64)
+    design = np.asarray(imputed.attrs["design"], dtype=np.float64)
+    if regressors:
+        a, c = variance_model(*sizes_of(selected_table(maps, imputed), name))
+        if len(a) <= design.shape[1]:
+            raise ValueError(f"analysis {name!r}: a linear model with {len(regressors)} regressor(s) "
+                             f"needs more than {design.shape[1]} studies; {len(a)} are selected")
+        pooled = da.map_blocks(observed_model, effect, a, c, design, drop_axis=0,
+                               chunks=((len(POOLED_MAPS),), effect.chunks[2]), dtype=np.float64)
+    else:
+        pooled = da.map_blocks(_observed_block, effect, variance, drop_axis=0,
+                               chunks=((len(POOLED_MAPS),), effect.chunks[2]), dtype=np.float64)
     z = pooled[POOLED_MAPS.index("z")]
     z_whole = z.rechunk(n_voxels).to_delayed().ravel()[0]
     tfce_values = da.from_delayed(dask.delayed(_tfce_map, pure=True)(z_whole, mask_name),
@@ -299,13 +328,18 @@ def psi(
     data["p"] = (("voxel",), da.map_blocks(_normal_p, z, dtype=np.float64))
     data["tfce"] = (("voxel",), tfce_values)
     if permutations:
-        n1, n2 = sizes_of(selected_table(maps, imputed), name)
-        sizes = [(int(a), int(b) if np.isfinite(b) else 0) for a, b in zip(n1, n2, strict=True)]
-        names = [str(s) for s in imputed.study.values]
         whole = effect.rechunk(effect.shape).to_delayed().ravel()[0]
-        blocks = [dask.delayed(psi_block, pure=True)(whole, sizes, names, seed, name, start, stop,
-                                                     mask_name)
-                  for start, stop in block_bounds(permutations, block_size)]
+        if regressors:
+            blocks = [dask.delayed(psi_model_block, pure=True)(whole, a, c, design, seed, name, start,
+                                                               stop, mask_name)
+                      for start, stop in block_bounds(permutations, block_size)]
+        else:
+            n1, n2 = sizes_of(selected_table(maps, imputed), name)
+            sizes = [(int(x), int(y) if np.isfinite(y) else 0) for x, y in zip(n1, n2, strict=True)]
+            names = [str(s) for s in imputed.study.values]
+            blocks = [dask.delayed(psi_block, pure=True)(whole, sizes, names, seed, name, start, stop,
+                                                         mask_name)
+                      for start, stop in block_bounds(permutations, block_size)]
         maxima = da.from_delayed(dask.delayed(_null_maxima, pure=True)(blocks), (4, permutations),
                                  np.float64)
         for row, key in enumerate(("null_max_z", "null_min_z", "null_max_tfce", "null_min_tfce")):
@@ -324,6 +358,8 @@ def psi(
         "studies": [str(s) for s in imputed.study.values], "where": where or "",
         "imputations": int(imputations), "permutations": int(permutations), "seed": int(seed),
         "block_size": int(block_size), "mask": mask_name, "fwhm": imputed.attrs["fwhm"],
+        "regressors": regressors, "design": imputed.attrs["design"],
+        "model": "linear" if regressors else "mean",
         "tfce": {"E": EXTENT_EXPONENT, "H": HEIGHT_EXPONENT, "dh": LEVEL_STEP},
         "subject_fwhm": SUBJECT_FWHM,
         "studies_hash": maps.attrs.get("studies_hash", ""), "daskmeta_version": __version__,

@@ -12,7 +12,9 @@ maximum-likelihood fit of :mod:`daskmeta.stats.censored` (MetaNSUE: Albajes-Eiza
   from similar quantiles, as neighbouring voxels of a real image would;
 - :func:`truncated_draws` turns the uniforms into values within the bounds by the inverse
   CDF of the effect's density on the interval (the normal density with the variance
-  ``a + c y^2 + tau2`` evaluated at each value ``y``), discretised on equal bins.
+  ``a + c y^2 + tau2`` evaluated at each value ``y``), discretised on equal bins;
+  :func:`truncated_draws_many` gives the same draws for several rows of uniforms (one per
+  imputation), building each voxel's CDF table once (docs/methods.md, section 14.1).
 
 References
 ----------
@@ -39,6 +41,9 @@ from daskmeta.stats.censored import KNOWN_WIDTH  # an interval narrower than thi
 #: Voxels x bins held at once by :func:`truncated_draws` (float64: 8 MB per buffer). Slices of
 #: 1 M run about 3 times faster than slices of 8 M (the buffers stay in cache).
 SLICE_ELEMENTS = 1_000_000
+#: Voxels x bins of one slab of :func:`truncated_draws_many` (float64: 1 MB per buffer, so
+#: the two buffers stay in a 2 MB L2 cache while a slab's table is built and inverted).
+TABLE_ELEMENTS = 131_072
 #: The MNI 2 mm grid (docs/methods.md, section 3.1).
 GRID_SHAPE = (91, 109, 91)
 
@@ -132,6 +137,94 @@ def truncated_draws(
         fraction = np.clip((target - before) / density[rows, j], 0.0, 1.0)
         out[idx] = np.clip(low + width * (j + fraction) / bins, low, up[idx])
     return out.reshape(shape)
+
+
+def truncated_draws_many(
+    mu: ArrayLike,
+    tau2: ArrayLike,
+    lo: ArrayLike,
+    up: ArrayLike,
+    a: ArrayLike,
+    c: ArrayLike,
+    u: ArrayLike,
+    bins: int = 500,
+) -> NDArray[np.float64]:
+    """:func:`truncated_draws` at several rows of uniforms, each voxel's CDF built once.
+
+    The discretised density of a voxel depends on ``(mu, tau2, lo, up, a, c)`` only, not on
+    the uniform, so its CDF table over the bins is built once and inverted at every row of
+    ``u`` (binary search for the first bin with ``cdf > u * cdf[-1]``, then the same linear
+    interpolation). Row ``r`` of the result equals ``truncated_draws(mu, tau2, lo, up, a, c,
+    u[r], bins)`` bit for bit: the table is built with the same operations in the same order
+    (``exp`` and ``log`` in NumPy, the rest in :mod:`daskmeta.stats._imputation_jit`).
+
+    Parameters
+    ----------
+    mu, tau2, lo, up, a, c : array_like
+        As :func:`truncated_draws`: scalars or one value per voxel (broadcast to
+        ``(n_voxels,)``).
+    u : array_like, shape (n_rows, n_voxels)
+        Uniforms in [0, 1], one row per imputation.
+    bins : int
+        Bins of the discretised density.
+
+    Returns
+    -------
+    ndarray, shape (n_rows, n_voxels)
+        The draws, each within ``[lo, up]``; known voxels (``up - lo <``
+        :data:`KNOWN_WIDTH`) are ``(lo + up) / 2`` in every row.
+
+    Notes
+    -----
+    Voxels are processed in slabs of at most :data:`TABLE_ELEMENTS` voxel-bins, in two
+    reused buffers; the cost is one table per voxel plus ``n_rows`` binary searches, instead
+    of one table per voxel and row. Albajes-Eizagirre et al. (2019), NeuroImage
+    186:174-184; docs/methods.md, section 14.1.
+    """
+    from daskmeta.stats import _imputation_jit as kernel
+
+    if int(bins) != bins or bins < 1:
+        raise ValueError(f"'bins' must be a positive integer; got {bins!r}.")
+    bins = int(bins)
+    u = np.ascontiguousarray(u, dtype=np.float64)
+    if u.ndim != 2:
+        raise ValueError(f"'u' must be an (n_rows, n_voxels) array; got shape {u.shape}.")
+    try:
+        arrays = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in (mu, tau2, lo, up, a, c)),
+                                     np.empty(u.shape[1]))
+    except ValueError:
+        arrays = []
+    if not arrays or arrays[0].shape != (u.shape[1],):
+        raise ValueError(f"the parameters must be scalars or one value per column of 'u' "
+                         f"({u.shape[1]}).")
+    mu, tau2, lo, up, a, c = (np.ascontiguousarray(x) for x in arrays[:6])
+    if not (all(np.isfinite(x).all() for x in (mu, tau2, lo, up, a, c)) and np.isfinite(u).all()):
+        raise ValueError("the inputs of truncated_draws_many must be finite.")
+    if np.any((u < 0) | (u > 1)):
+        raise ValueError("'u' must lie within [0, 1].")
+    if np.any(lo - up > KNOWN_WIDTH):
+        raise ValueError("'lo' exceeds 'up' at some voxel.")
+    out = np.empty(u.shape)
+    out[:] = 0.5 * (lo + up)
+    todo = np.flatnonzero(up - lo >= KNOWN_WIDTH)
+    if todo.size == 0 or u.shape[0] == 0:
+        return out
+    centres = (np.arange(bins) + 0.5) / bins
+    step = max(1, TABLE_ELEMENTS // bins)
+    base = a + tau2
+    size = min(step, todo.size)
+    score = np.empty((size, bins))  # reused: the scores, then the density
+    var = np.empty((size, bins))  # reused: the variances, their logs, then the CDF
+    for start in range(0, todo.size, step):
+        idx = todo[start:start + step]
+        m = idx.size
+        low, width, upper = lo[idx], up[idx] - lo[idx], up[idx]
+        kernel.bin_scores(low, width, mu[idx], c[idx], base[idx], centres, score, var)
+        np.log(var[:m], out=var[:m])
+        kernel.centred_scores(score, var, m)
+        np.exp(score[:m], out=score[:m])
+        kernel.invert(score, var, idx, low, width, upper, u, out)
+    return out
 
 
 def _sigma_voxels(fwhm_mm: float, voxel_mm: float) -> float:
