@@ -407,31 +407,7 @@ def cluster_null_block_fused(
     The whole z map of each randomization (:meth:`~daskmeta.stats.peak_kernel.KernelPaster.pooled_z`,
     bit for bit the reference's) labelled by :func:`largest_clusters`: the implementation
     :func:`cluster_null_block` replaced, kept as a reference for the tests and the benchmark.
-    Same arguments and result as ``daskmeta.null.randomization._cluster_block``.
-
-    Parameters
-    ----------
-    peak_g : ndarray, shape (n_studies, n_peaks)
-        Each study's peak Hedges g, NaN-padded.
-    n1, n2 : ndarray, shape (n_studies,)
-        Sample sizes (``n2`` NaN for one-sample studies).
-    seed : int
-        The analysis seed.
-    name : str
-        The analysis name.
-    start, stop : int
-        The randomizations of the block.
-    mask_name : str
-        The analysis mask.
-    fwhm : float
-        The kernel FWHM in mm.
-    thresholds : (float, float)
-        ``(z_pos, z_neg)``: clusters of ``z >= z_pos`` and of ``z <= z_neg``.
-
-    Returns
-    -------
-    NullSummary
-        Empty histogram and max/min z; ``max_cluster_pos``/``max_cluster_neg`` filled.
+    Parameters and result as :func:`cluster_null_block`.
     """
     from daskmeta.null.seeds import randomization_seeds
 
