@@ -295,7 +295,7 @@ def test_cluster_null_block_degenerate_cases(case):
 
 def test_largest_listed_component_equals_scipy(mask):
     from daskmeta.null.cluster_extent import neighbourhood
-    from daskmeta.stats._paste_jit import largest_listed_component
+    from daskmeta.stats._sparse_null_jit import largest_listed_component
 
     hood = neighbourhood("gray_matter")
     n = mask.n_voxels

@@ -13,8 +13,8 @@ below the voxel thresholds. Three implementations give the same cluster sizes fo
   mask (:func:`largest_clusters`);
 - :func:`cluster_null_block` (what the null graph runs): only the *decisions* ``z >= z_pos`` and
   ``z <= z_neg`` are needed, and only a few per cent of the voxels pass. It pools sparsely and
-  certifies each decision (:func:`daskmeta.stats._paste_jit.classify_randomization`), then labels
-  the passing voxels only (:func:`daskmeta.stats._paste_jit.largest_listed_component`).
+  certifies each decision (:func:`daskmeta.stats._sparse_null_jit.classify_randomization`), then labels
+  the passing voxels only (:func:`daskmeta.stats._sparse_null_jit.largest_listed_component`).
 
 **Why the decisions are the reference's.** For each voxel, the reference z is a function of the
 studies' effects ``y_s`` (pasted in peak order) through the sums ``sum w``, ``sum w y``,
@@ -33,7 +33,7 @@ A voxel whose fast z lies beyond its bound from both thresholds and whose Q test
 passes (``tau2 = 0``, so the reference z is the fixed-effect one the fast pass estimates) has the
 reference's decisions; every other mask voxel (about 0.3 % of them: those where ``tau2 > 0`` is
 possible, and the few near a threshold) is recomputed with the reference arithmetic, operation
-for operation (:func:`daskmeta.stats._paste_jit.exact_voxel_z`). The tests compare the passing
+for operation (:func:`daskmeta.stats._sparse_null_jit.exact_voxel_z`). The tests compare the passing
 sets and the cluster sizes with both references over many randomizations, including thresholds
 set exactly at voxels' z values.
 
@@ -116,7 +116,7 @@ class SpanLayout(NamedTuple):
     Each grid row ``(i, j)`` holding mask voxels is stored, within its plane ``i``, as the
     contiguous run of ``k`` from its first to its last mask voxel (off-mask voxels between them
     included: 234,040 elements for the 179,890 grey-matter voxels) followed by
-    :data:`daskmeta.stats._paste_jit.ROW_SPARE` spare elements, so that a kernel row clipped to
+    :data:`daskmeta.stats._sparse_null_jit.ROW_SPARE` spare elements, so that a kernel row clipped to
     the run and rounded up to whole vectors of 8 values, and the blocks of terms computed over
     it, land inside the row's storage.
 
@@ -143,7 +143,7 @@ class SpanLayout(NamedTuple):
 @functools.cache
 def span_layout(mask_name: str, fwhm: float) -> SpanLayout:
     """The :class:`SpanLayout` of a mask and FWHM (built once per process)."""
-    from daskmeta.stats._paste_jit import ROW_SPARE
+    from daskmeta.stats._sparse_null_jit import ROW_SPARE
 
     rows = paster(mask_name, fwhm).rows
     inside = load_mask(mask_name).lookup >= 0  # type: ignore[arg-type]
@@ -263,7 +263,7 @@ def _certifiable(sampling: NDArray[np.float64], constant: NDArray[np.float64],
 
 
 def _layout_arguments(mask_name: str, fwhm: float) -> tuple:
-    """The span layout and kernel tables as :mod:`daskmeta.stats._paste_jit` takes them."""
+    """The span layout and kernel tables as :mod:`daskmeta.stats._sparse_null_jit` takes them."""
     layout = span_layout(mask_name, float(fwhm))
     rows = paster(mask_name, float(fwhm)).rows
     return (layout.row_info.ravel(), layout.plane_size, rows.half.ravel(), layout.reach_j,
@@ -306,7 +306,7 @@ def relocated_classes(
     n_exact : int
         Voxels recomputed with the reference arithmetic.
     """
-    from daskmeta.stats import _paste_jit as _paste_kernel
+    from daskmeta.stats import _sparse_null_jit as _sparse_kernel
 
     peak_ijk, g, study_start = KernelPaster._checked(peak_ijk, g, study_start)
     sampling = np.ascontiguousarray(sampling, dtype=np.float64)
@@ -320,7 +320,7 @@ def relocated_classes(
     pos = np.empty(mask.n_voxels, np.int64)
     neg = np.empty(mask.n_voxels, np.int64)
     n_peaks = len(g)
-    n_pos, n_neg, n_exact = _paste_kernel.classify_randomization(
+    n_pos, n_neg, n_exact = _sparse_kernel.classify_randomization(
         peak_ijk, g, study_of, sampling, constant, constant / sampling, float(np.sum(1.0 / sampling)),
         float(thresholds[0]), float(thresholds[1]), _tolerance(k), *_layout_arguments(mask_name, fwhm),
         np.empty(n_peaks, np.int64), np.empty(n_peaks, np.int64), np.zeros(width), np.zeros(width),
@@ -342,7 +342,7 @@ def cluster_null_block(
     (``benchmarks/cluster_null.py``): the peaks of every randomization are drawn first (as
     :func:`relocated_peaks` draws them), then one Numba call classifies each randomization's
     voxels with certified decisions and labels the passing ones
-    (:func:`daskmeta.stats._paste_jit.cluster_null_randomizations`; module notes). Where the
+    (:func:`daskmeta.stats._sparse_null_jit.cluster_null_randomizations`; module notes). Where the
     certificate's premises fail (a variance model with ``a <= 0`` or ``c < 0``, or non-finite
     values) it runs :func:`cluster_null_block_fused`.
 
@@ -371,7 +371,7 @@ def cluster_null_block(
         Empty histogram and max/min z; ``max_cluster_pos``/``max_cluster_neg`` filled.
     """
     from daskmeta.null.seeds import randomization_seeds
-    from daskmeta.stats import _paste_jit as _paste_kernel
+    from daskmeta.stats import _sparse_null_jit as _sparse_kernel
 
     peak_g = np.asarray(peak_g, dtype=np.float64)
     sampling, constant = variance_model(n1, n2)
@@ -390,7 +390,7 @@ def cluster_null_block(
     peak_ijk = np.ascontiguousarray(mask.ijk[voxels], dtype=np.int64)
     study_of = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
     largest = np.zeros((2, n), dtype=np.int64)
-    _paste_kernel.cluster_null_randomizations(
+    _sparse_kernel.cluster_null_randomizations(
         peak_ijk, g, study_of, sampling, constant, float(thresholds[0]), float(thresholds[1]),
         _tolerance(len(counts)), *_layout_arguments(mask_name, fwhm), hood.padded_index,
         hood.padded_lookup, hood.offsets, largest, np.zeros(n, np.int64))
