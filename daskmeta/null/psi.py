@@ -295,6 +295,15 @@ def psi_block(effects: np.ndarray, sizes: list[tuple[int, int]], studies: list[s
 
     ``min TFCE`` is the most negative TFCE (``-`` the maximum of the negative part).
     """
-    z = permuted_z(effects, sizes, studies, seed, name, start, stop, mask_name)
+    return null_extremes(permuted_z(effects, sizes, studies, seed, name, start, stop, mask_name),
+                         mask_name)
+
+
+def null_extremes(z: np.ndarray, mask_name: str) -> np.ndarray:
+    """Rows ``max z, min z, max TFCE, min TFCE`` of permuted z maps ``(P, V)``.
+
+    ``min TFCE`` is the most negative TFCE (``-`` the maximum of the negative part); the
+    mask's neighbour lists are built once per process.
+    """
     max_tfce, max_negative = tfce_maxima(z, _neighbours(mask_name))
     return np.stack([z.max(axis=1), z.min(axis=1), max_tfce, -max_negative])

@@ -15,9 +15,8 @@ import zlib
 
 import numpy as np
 
-from daskmeta.null.psi import _neighbours
+from daskmeta.null.psi import null_extremes
 from daskmeta.stats.freedman_lane import TESTED_COLUMN, freedman_lane, pool_model, reduced_design, reduced_fit
-from daskmeta.stats.tfce import tfce_maxima
 
 #: Elements of the largest (imputation, study, voxel) slab fitted at once.
 SLAB_ELEMENTS = 4_000_000
@@ -93,6 +92,4 @@ def permuted_model_z(effects: np.ndarray, a: np.ndarray, c: np.ndarray, design: 
 def psi_model_block(effects: np.ndarray, a: np.ndarray, c: np.ndarray, design: np.ndarray, seed: int,
                     name: str, start: int, stop: int, mask_name: str) -> np.ndarray:
     """Null maxima of permutations ``start..stop-1``: rows ``max z, min z, max TFCE, min TFCE``."""
-    z = permuted_model_z(effects, a, c, design, seed, name, start, stop)
-    max_tfce, max_negative = tfce_maxima(z, _neighbours(mask_name))
-    return np.stack([z.max(axis=1), z.min(axis=1), max_tfce, -max_negative])
+    return null_extremes(permuted_model_z(effects, a, c, design, seed, name, start, stop), mask_name)

@@ -217,7 +217,8 @@ def slope_z(effects, a, c, x, order, out):
     (``det = S0 S2 - S1^2``), ``Q_E`` is the two-pass sum about the fixed-effect line, and the
     leverage trace is ``(S2 L0 - 2 S1 L1 + S0 L2) / det`` with ``L`` the sums of ``w^2 [1, x,
     x^2]``. Voxels run in tiles of :data:`TILE`, innermost, so that every loop over a tile is
-    contiguous and vectorizes; a study's row is re-read from cache by each pass.
+    contiguous and vectorizes; each study's permuted value ``y*`` and variance ``v*`` are
+    formed once per tile and imputation and kept for the later passes.
     """
     n_imputations, k, n_voxels = effects.shape
     df = k - 2.0
@@ -238,6 +239,8 @@ def slope_z(effects, a, c, x, order, out):
     tau2 = np.empty(TILE)
     slopes = np.empty((n_imputations, TILE))
     variances = np.empty((n_imputations, TILE))
+    permuted = np.empty((k, TILE))
+    permuted_v = np.empty((k, TILE))
     for start in range(0, n_voxels, TILE):
         n = min(TILE, n_voxels - start)
         for m in range(n_imputations):
@@ -264,10 +267,15 @@ def slope_z(effects, a, c, x, order, out):
             for s in range(k):
                 o = order[s]
                 row = effects[m, o, start:start + n]
+                ys_row = permuted[s]
+                v_row = permuted_v[s]
                 xs = x[s]
                 for j in range(n):
                     ys = mu[j] + (np.float64(row[j]) - mu[j])
-                    w = 1.0 / (a[o] + c[o] * (ys * ys))
+                    v_star = a[o] + c[o] * (ys * ys)
+                    ys_row[j] = ys
+                    v_row[j] = v_star
+                    w = 1.0 / v_star
                     wx = w * xs
                     s0[j] += w
                     s1[j] += wx
@@ -284,14 +292,12 @@ def slope_z(effects, a, c, x, order, out):
                 b1[j] = (s0[j] * t1[j] - s1[j] * t0[j]) / det
                 q[j] = 0.0
             for s in range(k):
-                o = order[s]
-                row = effects[m, o, start:start + n]
+                ys_row = permuted[s]
+                v_row = permuted_v[s]
                 xs = x[s]
                 for j in range(n):
-                    ys = mu[j] + (np.float64(row[j]) - mu[j])
-                    w = 1.0 / (a[o] + c[o] * (ys * ys))
-                    d = ys - (b0[j] + b1[j] * xs)
-                    q[j] += w * (d * d)
+                    d = ys_row[j] - (b0[j] + b1[j] * xs)
+                    q[j] += (1.0 / v_row[j]) * (d * d)
             for j in range(n):
                 det = s0[j] * s2[j] - s1[j] * s1[j]
                 denominator = s0[j] - (s2[j] * l0[j] - 2.0 * s1[j] * l1[j] + s0[j] * l2[j]) / det
@@ -305,12 +311,12 @@ def slope_z(effects, a, c, x, order, out):
                 t0[j] = 0.0
                 t1[j] = 0.0
             for s in range(k):
-                o = order[s]
-                row = effects[m, o, start:start + n]
+                ys_row = permuted[s]
+                v_row = permuted_v[s]
                 xs = x[s]
                 for j in range(n):
-                    ys = mu[j] + (np.float64(row[j]) - mu[j])
-                    w = 1.0 / ((a[o] + c[o] * (ys * ys)) + tau2[j])
+                    ys = ys_row[j]
+                    w = 1.0 / (v_row[j] + tau2[j])
                     wx = w * xs
                     s0[j] += w
                     s1[j] += wx
