@@ -153,7 +153,8 @@ def mean(
     summary = null_summary(
         selected.effect.data, selected.variance.data, permutations, seed, name,
         maps.attrs["mask"], block_size, voxel_p, peaks, float(maps.attrs.get("fwhm", 20.0)),
-        engine=engine, sample_sizes=sizes,
+        engine=engine, sample_sizes=sizes, anisotropy=float(maps.attrs.get("anisotropy", 0.0)),
+        beta=float(maps.attrs.get("beta", 1.0)),
     )
     null = {key: xr.DataArray(array, dims=("bin",) if key == "null_hist" else ("randomization",))
             for key, array in summary_arrays(summary, permutations).items()}

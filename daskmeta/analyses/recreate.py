@@ -8,7 +8,6 @@ task reads the image, samples it at the chunk's voxels and converts the values
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import warnings
 
@@ -22,10 +21,10 @@ from daskmeta import __version__
 from daskmeta.errors import DaskmetaWarning, plain
 from daskmeta.io.nifti import with_mask
 from daskmeta.io.statmap import sample_statmap
-from daskmeta.model.grid import MaskName, load_mask, mm_to_ijk, templates, tissue_probabilities
+from daskmeta.model.grid import MaskName, load_mask, mm_to_ijk
 from daskmeta.model.studyset import StudySet, peak_lines
+from daskmeta.null.kernel_bank import lattice
 from daskmeta.stats.effect_size import hedges_g
-from daskmeta.stats.peak_kernel import lattice_graph
 from daskmeta.stats.recreation import MAP_NAMES, recreate_study, statmap_study
 
 #: Default number of voxels per chunk of study maps (about 1 MB per float32 variable
@@ -35,10 +34,8 @@ VOXEL_CHUNK = 16384
 KERNEL_NAME = "aes-sdm, tissue-aware geodesic distance (daskmeta)"
 
 
-@functools.cache
-def _lattice(beta: float):
-    """The brain lattice graph, built once per process (a second or two)."""
-    return lattice_graph(templates()["brain"], tissue_probabilities(), beta)
+#: The brain lattice graph, built once per process (a second or two).
+_lattice = lattice
 
 
 def _recreate_task(

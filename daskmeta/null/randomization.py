@@ -24,6 +24,7 @@ from numpy.typing import ArrayLike
 from daskmeta.model.grid import load_mask
 from daskmeta.null.cluster_extent import cluster_null_block, paster
 from daskmeta.null.engines import DEFAULT_ENGINE, Engine, null_blocks
+from daskmeta.null.kernel_bank import bank_cluster_block
 from daskmeta.null.seeds import block_bounds, randomization_seeds
 from daskmeta.stats.labelling import largest_cluster
 from daskmeta.stats.null import N_HIST, NullSummary, combine
@@ -121,6 +122,8 @@ def null_summary(
     fwhm: float = 20.0,
     engine: Engine = DEFAULT_ENGINE,
     sample_sizes: tuple[ArrayLike, ArrayLike] | None = None,
+    anisotropy: float = 0.0,
+    beta: float = 1.0,
 ) -> Delayed:
     """The randomization null of a mean analysis, as one lazy :class:`NullSummary`.
 
@@ -144,12 +147,13 @@ def null_summary(
         cluster-level FWE p-values (beyond SDM).
     peaks : (peak_g, n1, n2), optional
         Each study's peak effects (study, peak; NaN-padded) and sample sizes. The cluster
-        null relocates each study's *peaks* to uniform random mask voxels and recreates its
-        map with the isotropic kernel of the same FWHM [chosen here]: relocating voxels
-        destroys the maps' spatial smoothness, so its clusters are far smaller than real
-        ones and would make every observed cluster look significant; the isotropic kernel
-        is at least as wide as the anisotropic one, so the extents it gives are
-        conservative for anisotropic study maps and exact for ``anisotropy = 0``.
+        null relocates each study's *peaks* and recreates its map with the study maps' own
+        kernel [chosen here]: relocating voxels destroys the maps' spatial smoothness, so
+        its clusters would be far smaller than real ones and would make every observed
+        cluster look significant. With ``anisotropy = 0`` the peaks move to uniform random
+        mask voxels (:func:`~daskmeta.null.cluster_extent.cluster_null_block`); otherwise to
+        uniform random centres of the kernel bank
+        (:func:`~daskmeta.null.kernel_bank.bank_cluster_block`).
     fwhm : float
         The kernel FWHM of the study maps.
     engine : {"permutation", "reference"}
@@ -157,6 +161,9 @@ def null_summary(
     sample_sizes : (n1, n2), optional
         Per-study sample sizes (``n2`` NaN for one-sample): the permutation engine's variance
         model (:func:`~daskmeta.null.engines.null_blocks`).
+    anisotropy, beta : float
+        The study maps' anisotropy and tissue weight (docs/methods.md, 3.2-3.3), for the
+        cluster null's kernel.
 
     Returns
     -------
@@ -171,9 +178,13 @@ def null_summary(
         return summary
     thresholds = dask.delayed(_thresholds, pure=True)(summary, voxel_p)
     peak_g, n1, n2 = (dask.delayed(np.asarray, pure=True)(a, dtype=np.float64) for a in peaks)
+    if anisotropy == 0.0:
+        block, kernel = cluster_null_block, (float(fwhm),)
+    else:
+        block, kernel = bank_cluster_block, (float(fwhm), float(anisotropy), float(beta))
     second = [
-        dask.delayed(cluster_null_block, pure=True)(
-            peak_g, n1, n2, seed, name, start, stop, mask_name, float(fwhm), thresholds,
+        dask.delayed(block, pure=True)(
+            peak_g, n1, n2, seed, name, start, stop, mask_name, *kernel, thresholds,
             dask_key_name=f"cluster-null-{name}-{token}-{start}")
         for start, stop in block_bounds(n_randomizations, block_size)
     ]

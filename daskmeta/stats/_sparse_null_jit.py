@@ -86,6 +86,30 @@ def exact_voxel_z(i, j, kk, near, n_near, peak_ijk, peak_g, study_of, table, rea
             s = study_of[p]
             tot[s] += kernel
             wei[s] += kernel * kernel * peak_g[p]
+    return study_sums_z(tot, wei, sampling, constant, y)
+
+
+@_jit
+def study_sums_z(tot, wei, sampling, constant, y):
+    """SDM-Z of one voxel from each study's ``sum K`` and ``sum K^2 g`` (the reference's arithmetic).
+
+    Each study's effect is ``y = sum K^2 g / sum K`` (``0`` where no kernel reaches), then the
+    four DerSimonian-Laird sums in study order, :func:`finish`'s one-pass Q test and, where it
+    fails, :func:`exact_z`: the operations of ``pooled_z`` of the pasted maps at one voxel.
+
+    Parameters
+    ----------
+    tot, wei : ndarray of float64, shape (n_studies,)
+        ``sum K`` and ``sum K^2 g`` of each study's peaks at the voxel, in peak order.
+    sampling, constant : ndarray of float64, shape (n_studies,)
+    y : ndarray of float64, shape (n_studies,)
+        Work array (holds the effects on return).
+
+    Returns
+    -------
+    float
+    """
+    k = sampling.shape[0]
     sum_w = 0.0
     sum_wy = 0.0
     sum_wy2 = 0.0

@@ -156,10 +156,8 @@ def peak_kernels(
         return out
     sigma = sigma_from_fwhm(fwhm)
     radius = kernel_radius(fwhm)
-    diff = (target_ijk[None, :, :] - peak_ijk[:, None, :]).astype(np.float64)
-    d2 = VOXEL_SIZE_MM**2 * np.einsum("pvk,pvk->pv", diff, diff)
     if anisotropy == 0.0:
-        vd2 = d2
+        vd2 = _euclidean2(peak_ijk, target_ijk)
     else:
         if graph is None or node_of is None:
             raise ValueError("an anisotropic kernel needs the lattice graph and node_of")
@@ -170,10 +168,18 @@ def peak_kernels(
         limit = radius / np.sqrt(anisotropy)
         geodesic = csgraph.dijkstra(graph, directed=True, indices=sources, limit=limit)
         big_d2 = (geodesic[:, target_nodes] + gaps[:, None]) ** 2
-        vd2 = (1.0 - anisotropy) * d2 + anisotropy * big_d2
+        # at a = 1, (1 - a) d^2 + a D^2 is D^2 exactly (0 d^2 = 0 for finite d): skip d^2
+        vd2 = big_d2 if anisotropy == 1.0 else (
+            (1.0 - anisotropy) * _euclidean2(peak_ijk, target_ijk) + anisotropy * big_d2)
     np.exp(-vd2 / (2.0 * sigma**2), out=out)
     out[out < KERNEL_FLOOR] = 0.0
     return out
+
+
+def _euclidean2(peak_ijk: NDArray[np.int64], target_ijk: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Squared Euclidean distances in mm^2, shape (n_peaks, n_targets)."""
+    diff = (target_ijk[None, :, :] - peak_ijk[:, None, :]).astype(np.float64)
+    return VOXEL_SIZE_MM**2 * np.einsum("pvk,pvk->pv", diff, diff)
 
 
 def combine_peaks(kernels: NDArray[np.float64], peak_g: NDArray[np.float64]) -> tuple[NDArray, NDArray]:

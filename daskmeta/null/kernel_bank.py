@@ -1,0 +1,317 @@
+"""The cluster-extent null with the data's own kernel: a bank of anisotropic kernels (docs/methods.md, 5.4).
+
+With ``anisotropy > 0`` a study's kernel depends on where its peak lies (the geodesic distance
+of section 3.3), so it cannot be one shifted patch, and a geodesic search per relocated peak
+would cost seconds per randomization. The null therefore relocates peaks onto a fixed *bank*
+of :data:`BANK_SIZE` centres, a uniform random sample of the mask's voxels, whose kernels are
+computed once with :func:`~daskmeta.stats.peak_kernel.peak_kernels` (exactly the recreation's
+kernel) and cached on disk; one randomization moves each peak to a uniformly drawn centre,
+recreates each study's map from the centres' stored patches with the combination rule of
+section 3.4, pools, and records the largest clusters above and below the voxel thresholds.
+
+- :func:`kernel_bank`: the bank of a mask and kernel (built once, memory-mapped thereafter);
+- :func:`bank_relocated_z`: the reference z map of one randomization (NumPy ``bincount`` and
+  :func:`~daskmeta.stats.sdm_model.pooled_z`);
+- :func:`bank_cluster_block_reference`: largest clusters from those maps (SciPy labelling);
+- :func:`bank_cluster_block`: what the null graph runs, the same cluster sizes from certified
+  threshold decisions (:mod:`daskmeta.stats._bank_null_jit`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import sparse
+
+from daskmeta.model.grid import cache_dir, load_mask, templates, tissue_probabilities
+from daskmeta.stats.labelling import largest_cluster
+from daskmeta.stats.null import N_HIST, NullSummary
+from daskmeta.stats.peak_kernel import KERNEL_FLOOR, lattice_graph, peak_kernels
+from daskmeta.stats.sdm_model import pooled_z, variance_model
+
+__all__ = [
+    "BANK_SEED",
+    "BANK_SIZE",
+    "KernelBank",
+    "bank_centres",
+    "bank_cluster_block",
+    "bank_cluster_block_reference",
+    "bank_relocated_z",
+    "build_bank",
+    "kernel_bank",
+    "lattice",
+]
+
+#: Centres of the bank (chosen here: 4096 centres, a mean spacing of about 7 mm over the
+#: grey-matter mask, 250 MB of patches at FWHM 20 mm and full anisotropy).
+BANK_SIZE = 4096
+#: Seed of the sample of mask voxels that are the bank's centres (fixed: the bank is a
+#: property of the mask and kernel, not of an analysis).
+BANK_SEED = 5_4_2026
+#: Version of the bank's file layout and construction (part of the cache key).
+BANK_VERSION = 1
+#: Centres per batch of geodesic searches while building.
+BUILD_BATCH = 64
+
+
+class KernelBank(NamedTuple):
+    """Sparse kernels of the bank's centres.
+
+    Attributes
+    ----------
+    centres : ndarray of int64, shape (n_centres,)
+        Voxel-vector positions of the centres, increasing.
+    start : ndarray of int64, shape (n_centres + 1,)
+        Centre ``c`` owns entries ``start[c]:start[c + 1]``.
+    index : ndarray of int32, shape (n_entries,)
+        Voxel-vector positions its kernel reaches, increasing within each centre.
+    kernel : ndarray of float32, shape (n_entries,)
+        The kernel there (``>= KERNEL_FLOOR``, rounded to float32).
+    """
+
+    centres: NDArray[np.int64]
+    start: NDArray[np.int64]
+    index: NDArray[np.int32]
+    kernel: NDArray[np.float32]
+
+
+@functools.cache
+def lattice(beta: float) -> tuple[sparse.csr_matrix, NDArray[np.int64]]:
+    """The brain lattice graph (:func:`~daskmeta.stats.peak_kernel.lattice_graph`), built once per process."""
+    return lattice_graph(templates()["brain"], tissue_probabilities(), beta)
+
+
+def bank_centres(n_voxels: int, size: int = BANK_SIZE, seed: int = BANK_SEED) -> NDArray[np.int64]:
+    """The bank's centres: ``min(size, n_voxels)`` distinct voxel positions drawn uniformly, sorted."""
+    chosen = np.random.default_rng(seed).choice(n_voxels, min(size, n_voxels), replace=False)
+    return np.sort(chosen).astype(np.int64)
+
+
+def build_bank(mask_name: str, fwhm: float, anisotropy: float, beta: float,
+               size: int = BANK_SIZE) -> KernelBank:
+    """Compute the bank of a mask and kernel (a geodesic search per centre; no cache).
+
+    Each centre's patch is the row of :func:`~daskmeta.stats.peak_kernels` for a peak at the
+    centre, over the mask's voxels: the recreation's kernel (docs/methods.md, 3.2-3.3) exactly,
+    then rounded to float32.
+    """
+    mask = load_mask(mask_name)  # type: ignore[arg-type]
+    centres = bank_centres(mask.n_voxels, size)
+    graph, node_of = lattice(float(beta)) if anisotropy > 0 else (None, None)
+    counts = np.zeros(len(centres), dtype=np.int64)
+    indexes, kernels = [], []
+    for first in range(0, len(centres), BUILD_BATCH):
+        batch = centres[first:first + BUILD_BATCH]
+        values = peak_kernels(mask.ijk[batch], mask.ijk, fwhm, anisotropy, graph, node_of)
+        rows, voxels = np.nonzero(values > 0)  # row-major: increasing voxels within each row
+        counts[first:first + len(batch)] = np.bincount(rows, minlength=len(batch))
+        indexes.append(voxels.astype(np.int32))
+        kernels.append(values[rows, voxels].astype(np.float32))
+    start = np.zeros(len(centres) + 1, dtype=np.int64)
+    np.cumsum(counts, out=start[1:])
+    return KernelBank(centres, start, np.concatenate(indexes), np.concatenate(kernels))
+
+
+def _bank_key(mask_name: str, fwhm: float, anisotropy: float, beta: float, size: int) -> str:
+    text = (f"{mask_name}|{load_mask(mask_name).n_voxels}|{fwhm!r}|{anisotropy!r}|{beta!r}|{size}|"  # type: ignore[arg-type]
+            f"{BANK_SEED}|{KERNEL_FLOOR!r}|{BANK_VERSION}")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (one builder per machine; the others wait, then load)."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _load(folder: Path) -> KernelBank:
+    return KernelBank(*(np.load(folder / f"{field}.npy", mmap_mode="r") for field in KernelBank._fields))
+
+
+@functools.cache
+def kernel_bank(mask_name: str, fwhm: float, anisotropy: float, beta: float,
+                size: int = BANK_SIZE) -> KernelBank:
+    """The bank of a mask and kernel: from the disk cache (memory-mapped, so the worker processes
+    of a machine share one copy), built and stored there on first use.
+
+    The cache is ``cache_dir()/kernel_bank/<key>/``; a bank is written to a temporary folder
+    and renamed into place, under a file lock, so that a reader never sees a partial bank.
+    """
+    root = cache_dir() / "kernel_bank"
+    folder = root / _bank_key(mask_name, float(fwhm), float(anisotropy), float(beta), size)
+    if not (folder / "kernel.npy").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        with _locked(root / ".lock"):
+            if not (folder / "kernel.npy").exists():
+                bank = build_bank(mask_name, fwhm, anisotropy, beta, size)
+                tmp = root / f".{folder.name}.{os.getpid()}.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+                for field in KernelBank._fields:
+                    np.save(tmp / f"{field}.npy", getattr(bank, field))
+                os.replace(tmp, folder)
+    return _load(folder)
+
+
+def _relocated_centres(seed: int, name: str, start: int, stop: int, n_peaks: int,
+                       n_centres: int) -> NDArray[np.int64]:
+    """Bank centre (row of the bank) of every peak in randomizations ``start..stop-1``.
+
+    Randomization ``b`` draws ``default_rng(seed sequence b, stream 1).integers(0, n_centres,
+    n_peaks)``: peaks study after study, as :func:`~daskmeta.null.cluster_extent.relocated_peaks`
+    draws mask voxels for the isotropic kernel.
+    """
+    from daskmeta.null.seeds import randomization_seeds
+
+    out = np.empty((stop - start, n_peaks), dtype=np.int64)
+    for row, sequence in enumerate(randomization_seeds(seed, name, start, stop, stream=1)):
+        out[row] = np.random.default_rng(sequence).integers(0, n_centres, n_peaks)
+    return out
+
+
+def _peaks(peak_g: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """All studies' finite peak effects, study after study, and the study of each."""
+    peak_g = np.asarray(peak_g, dtype=np.float64)
+    counts = np.isfinite(peak_g).sum(1)
+    g = np.concatenate([peak_g[s, :count] for s, count in enumerate(counts)] + [np.zeros(0)])
+    return g, np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+
+
+def bank_relocated_z(centre: NDArray[np.int64], g: NDArray[np.float64], study_of: NDArray[np.int64],
+                     sampling: NDArray[np.float64], constant: NDArray[np.float64],
+                     bank: KernelBank, n_voxels: int) -> NDArray[np.float64]:
+    """SDM-Z of one randomization of the bank null (the reference; NumPy).
+
+    Study ``s``'s map is ``sum K^2 g / sum K`` of its peaks' patches (``bincount`` in peak
+    order; 0 where none reaches), the maps are pooled by
+    :func:`~daskmeta.stats.sdm_model.pooled_z` with the variance model ``a + c y^2``.
+
+    Parameters
+    ----------
+    centre : ndarray of int, shape (n_peaks,)
+        Bank row of each peak (study after study).
+    g : ndarray of float64, shape (n_peaks,)
+    study_of : ndarray of int, shape (n_peaks,)
+    sampling, constant : ndarray of float64, shape (n_studies,)
+    bank : KernelBank
+    n_voxels : int
+        Voxels of the mask.
+
+    Returns
+    -------
+    ndarray of float64, shape (n_voxels,)
+    """
+    effect = np.zeros((len(sampling), n_voxels))
+    for s in range(len(sampling)):
+        rows = np.asarray(centre)[study_of == s]
+        if not len(rows):
+            continue
+        parts = [np.arange(bank.start[r], bank.start[r + 1]) for r in rows]
+        entries = np.concatenate(parts)
+        kernel = np.asarray(bank.kernel[entries], dtype=np.float64)
+        weight = kernel * kernel * np.repeat(g[study_of == s], [len(p) for p in parts])
+        index = np.asarray(bank.index[entries], dtype=np.int64)
+        total = np.bincount(index, weights=kernel, minlength=n_voxels)
+        weighted = np.bincount(index, weights=weight, minlength=n_voxels)
+        np.divide(weighted, total, out=effect[s], where=total > 0)
+    return pooled_z(effect, sampling, constant)
+
+
+def _arguments(peak_g, n1, n2):
+    g, study_of = _peaks(peak_g)
+    sampling, constant = variance_model(n1, n2)
+    return g, study_of, sampling, constant
+
+
+def bank_cluster_block_reference(
+    peak_g: np.ndarray, n1: np.ndarray, n2: np.ndarray, seed: int, name: str, start: int,
+    stop: int, mask_name: str, fwhm: float, anisotropy: float, beta: float,
+    thresholds: tuple[float, float],
+) -> NullSummary:
+    """Largest clusters of randomizations ``start..stop-1`` of the bank null: the reference.
+
+    :func:`bank_relocated_z` of each randomization, thresholded and labelled by
+    :func:`~daskmeta.stats.labelling.largest_cluster` (SciPy). Arguments as
+    :func:`bank_cluster_block`.
+    """
+    mask = load_mask(mask_name)  # type: ignore[arg-type]
+    bank = kernel_bank(mask_name, float(fwhm), float(anisotropy), float(beta))
+    g, study_of, sampling, constant = _arguments(peak_g, n1, n2)
+    centres = _relocated_centres(seed, name, start, stop, len(g), len(bank.centres))
+    largest = np.zeros((2, stop - start), dtype=np.int64)
+    for row, centre in enumerate(centres):
+        z = bank_relocated_z(centre, g, study_of, sampling, constant, bank, mask.n_voxels)
+        largest[0, row] = largest_cluster(z >= thresholds[0], mask)
+        largest[1, row] = largest_cluster(z <= thresholds[1], mask)
+    empty = np.zeros(stop - start)
+    return NullSummary(np.zeros(N_HIST, np.int64), empty, empty, largest[0], largest[1])
+
+
+def bank_cluster_block(
+    peak_g: np.ndarray, n1: np.ndarray, n2: np.ndarray, seed: int, name: str, start: int,
+    stop: int, mask_name: str, fwhm: float, anisotropy: float, beta: float,
+    thresholds: tuple[float, float],
+) -> NullSummary:
+    """Largest clusters of randomizations ``start..stop-1`` of the cluster-extent null, data's kernel.
+
+    Each randomization moves every peak to a uniformly drawn centre of the :func:`kernel_bank`
+    (one ``integers(0, n_centres, n_peaks)`` per randomization, stream 1), recreates and pools
+    the maps and records the largest clusters of ``z >= z_pos`` and ``z <= z_neg``; the same
+    sizes as :func:`bank_cluster_block_reference`, from certified decisions
+    (:func:`daskmeta.stats._bank_null_jit.classify_bank`). Falls back to the reference where the
+    certificate's premises fail (``a <= 0``, ``c < 0``, non-finite values, or thresholds not on
+    both sides of 0).
+
+    Parameters
+    ----------
+    peak_g : ndarray, shape (n_studies, n_peaks)
+        Each study's peak Hedges g, NaN-padded.
+    n1, n2 : ndarray, shape (n_studies,)
+        Sample sizes (``n2`` NaN for one-sample studies).
+    seed : int
+    name : str
+    start, stop : int
+    mask_name : str
+    fwhm, anisotropy, beta : float
+        The study maps' kernel (docs/methods.md, 3.2-3.3).
+    thresholds : (float, float)
+        ``(z_pos, z_neg)``.
+
+    Returns
+    -------
+    NullSummary
+        Empty histogram and max/min z; ``max_cluster_pos``/``max_cluster_neg`` filled.
+    """
+    from daskmeta.null.cluster_extent import _certifiable, _tolerance, neighbourhood
+    from daskmeta.stats import _bank_null_jit as _bank_kernel
+
+    g, study_of, sampling, constant = _arguments(peak_g, n1, n2)
+    z_pos, z_neg = float(thresholds[0]), float(thresholds[1])
+    if not (_certifiable(sampling, constant, g) and z_neg < 0.0 < z_pos):
+        return bank_cluster_block_reference(peak_g, n1, n2, seed, name, start, stop, mask_name,
+                                            fwhm, anisotropy, beta, thresholds)
+    bank = kernel_bank(mask_name, float(fwhm), float(anisotropy), float(beta))
+    hood = neighbourhood(mask_name)
+    centres = _relocated_centres(seed, name, start, stop, len(g), len(bank.centres))
+    largest = np.zeros((2, stop - start), dtype=np.int64)
+    _bank_kernel.bank_null_randomizations(
+        centres, g, study_of, sampling, constant, z_pos, z_neg, _tolerance(len(sampling)),
+        np.asarray(bank.start), np.asarray(bank.index), np.asarray(bank.kernel), hood.padded_index,
+        hood.padded_lookup, hood.offsets, largest, np.zeros(stop - start, np.int64))
+    empty = np.zeros(stop - start)
+    return NullSummary(np.zeros(N_HIST, np.int64), empty, empty, largest[0], largest[1])

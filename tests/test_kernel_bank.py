@@ -1,0 +1,164 @@
+"""The cluster-extent null with the data's kernel: the kernel bank (docs/methods.md, section 5.4).
+
+The bank's patches are the recreation's kernel (:func:`peak_kernels`) at its centres; the
+certified null (:func:`bank_cluster_block`) gives the cluster sizes of the NumPy/SciPy reference
+(:func:`bank_cluster_block_reference`) for the same seeds, at thresholds set exactly at voxels'
+z values and at the reference example's thresholds; the mean analysis runs it for anisotropic
+study maps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from daskmeta.model.grid import load_mask
+from daskmeta.null import kernel_bank as kb
+from daskmeta.stats.labelling import largest_cluster
+from daskmeta.stats.peak_kernel import peak_kernels
+from daskmeta.stats.sdm_model import variance_model
+
+N1 = np.array([20.0, 35.0, 12.0, 50.0, 18.0, 25.0, 40.0])
+N2 = np.array([22.0, np.nan, 14.0, 45.0, np.nan, 25.0, 38.0])
+CLBP_THRESHOLDS = (1.243, -0.9810000000000001)  # the voxel null's p < 0.005 thresholds of the example
+
+
+@pytest.fixture(scope="module")
+def bank():
+    return kb.kernel_bank("gray_matter", 20.0, 1.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def clbp():
+    from daskmeta.analyses.recreate import peak_effects
+    from daskmeta.io import load_studies
+
+    studies = load_studies("examples/clbp")
+    return (peak_effects(studies).astype(np.float64), studies.studies["n1"].to_numpy(dtype=np.float64),
+            studies.studies["n2"].to_numpy(dtype=np.float64))
+
+
+def _peak_g(counts, seed=11):
+    gen = np.random.default_rng(seed)
+    peak_g = np.full((len(counts), max(counts)), np.nan)
+    for study, count in enumerate(counts):
+        peak_g[study, :count] = gen.choice([-1, 1], count) * (0.5 + gen.exponential(0.7, count))
+    return peak_g
+
+
+def test_bank_centres_are_a_fixed_uniform_sample():
+    centres = kb.bank_centres(179_890)
+    assert len(centres) == kb.BANK_SIZE == len(np.unique(centres))
+    assert np.all(np.diff(centres) > 0)
+    np.testing.assert_array_equal(centres, kb.bank_centres(179_890))  # a property of the mask
+    # uniform over the voxel vector: each tenth holds about a tenth (chi-square, 9 df, p > 0.001)
+    counts = np.bincount(centres * 10 // 179_890, minlength=10)
+    expected = kb.BANK_SIZE / 10
+    assert ((counts - expected) ** 2 / expected).sum() < 27.9
+    np.testing.assert_array_equal(kb.bank_centres(50), np.arange(50))  # small masks: every voxel
+
+
+def test_bank_patches_are_the_recreation_kernel(bank):
+    mask = load_mask("gray_matter")
+    graph, node_of = kb.lattice(1.0)
+    rows = np.array([0, 1, 777, 2048, kb.BANK_SIZE - 1])
+    expected = peak_kernels(mask.ijk[bank.centres[rows]], mask.ijk, 20.0, 1.0, graph, node_of)
+    for row, values in zip(rows, expected, strict=True):
+        entries = slice(bank.start[row], bank.start[row + 1])
+        index = np.asarray(bank.index[entries])
+        np.testing.assert_array_equal(index, np.flatnonzero(values))
+        np.testing.assert_array_equal(bank.kernel[entries], values[index].astype(np.float32))
+        assert values[bank.centres[row]] == 1.0  # the centre is its own peak
+    sizes = np.diff(bank.start)
+    # the anisotropic kernel is narrower than the isotropic one (12,761 voxels on average)
+    assert 5000 < sizes.mean() < 10_000
+
+
+def test_bank_is_cached_on_disk_and_built_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("DASKMETA_CACHE", str(tmp_path))
+    build = kb.kernel_bank.__wrapped__
+    first = build("gray_matter", 20.0, 0.5, 1.0, size=6)
+    names = sorted(p.name for p in (tmp_path / "kernel_bank").iterdir())
+    assert len(names) == 2 and names[0] == ".lock"
+    assert sorted(p.name for p in (tmp_path / "kernel_bank" / names[1]).iterdir()) == [
+        "centres.npy", "index.npy", "kernel.npy", "start.npy"]
+    assert isinstance(first.kernel, np.memmap)
+    fresh = kb.build_bank("gray_matter", 20.0, 0.5, 1.0, size=6)
+    for field in kb.KernelBank._fields:
+        np.testing.assert_array_equal(getattr(first, field), getattr(fresh, field))
+    # a different kernel is a different bank; no temporary folder is left behind
+    build("gray_matter", 16.0, 0.5, 1.0, size=6)
+    names = sorted(p.name for p in (tmp_path / "kernel_bank").iterdir())
+    assert len(names) == 3 and names[0] == ".lock" and not any(n.endswith(".tmp") for n in names)
+
+
+@pytest.mark.parametrize("thresholds", [(1.0, -0.8), (0.4, -0.4), (40.0, -40.0)])
+def test_bank_cluster_block_equals_reference(bank, thresholds):
+    peak_g = _peak_g([5, 0, 14, 1, 9, 3, 22])
+    args = (peak_g, N1, N2, 3, "bank-cluster", 4, 9, "gray_matter", 20.0, 1.0, 1.0, thresholds)
+    got = kb.bank_cluster_block(*args)
+    expected = kb.bank_cluster_block_reference(*args)
+    for field in expected._fields:
+        np.testing.assert_array_equal(getattr(got, field), getattr(expected, field))
+        assert getattr(got, field).dtype == getattr(expected, field).dtype
+    if thresholds[0] < 10:
+        assert got.max_cluster_pos.min() > 0 and got.max_cluster_neg.min() > 0
+
+
+def test_bank_cluster_block_at_thresholds_on_voxel_values(bank):
+    """Thresholds set exactly at voxels' z: the certificate must send them to the exact path."""
+    mask = load_mask("gray_matter")
+    peak_g = _peak_g([6, 2, 9, 4, 7, 1, 5], seed=4)
+    g, study_of = kb._peaks(peak_g)
+    sampling, constant = variance_model(N1, N2)
+    centre = kb._relocated_centres(8, "exact", 0, 1, len(g), len(bank.centres))[0]
+    z = kb.bank_relocated_z(centre, g, study_of, sampling, constant, bank, mask.n_voxels)
+    positive, negative = np.sort(z[z > 0]), np.sort(z[z < 0])
+    for z_pos, z_neg in ((positive[len(positive) // 2], negative[len(negative) // 3]),
+                         (positive[-30], negative[5])):
+        args = (peak_g, N1, N2, 8, "exact", 0, 1, "gray_matter", 20.0, 1.0, 1.0, (z_pos, z_neg))
+        got = kb.bank_cluster_block(*args)
+        assert got.max_cluster_pos[0] == largest_cluster(z >= z_pos, mask) > 0
+        assert got.max_cluster_neg[0] == largest_cluster(z <= z_neg, mask) > 0
+
+
+def test_bank_cluster_block_clbp(bank, clbp):
+    """The reference example: many randomizations, both directions; blocks split anywhere."""
+    peak_g, n1, n2 = clbp
+    args = (peak_g, n1, n2, 1, "clbp-mean", 0, 12, "gray_matter", 20.0, 1.0, 1.0, CLBP_THRESHOLDS)
+    got = kb.bank_cluster_block(*args)
+    expected = kb.bank_cluster_block_reference(*args)
+    np.testing.assert_array_equal(got.max_cluster_pos, expected.max_cluster_pos)
+    np.testing.assert_array_equal(got.max_cluster_neg, expected.max_cluster_neg)
+    assert (got.max_cluster_pos > 0).all() and len(np.unique(got.max_cluster_pos)) > 8
+    halves = [kb.bank_cluster_block(*args[:5], a, b, *args[7:]) for a, b in ((0, 5), (5, 12))]
+    np.testing.assert_array_equal(np.concatenate([h.max_cluster_pos for h in halves]), got.max_cluster_pos)
+    # the data's kernel is narrower than the isotropic one: smaller null clusters
+    from daskmeta.null.cluster_extent import cluster_null_block
+
+    iso = cluster_null_block(peak_g, n1, n2, 1, "clbp-mean", 0, 12, "gray_matter", 20.0, CLBP_THRESHOLDS)
+    assert np.median(got.max_cluster_pos) < np.median(iso.max_cluster_pos)
+
+
+@pytest.mark.parametrize("case", ["no peaks", "zero effects", "nan sample size", "odd thresholds"])
+def test_bank_cluster_block_degenerate_cases(bank, case):
+    gen = np.random.default_rng(2)
+    peak_g = gen.normal(0.0, 1.0, (4, 6))
+    peak_g[1, 3:] = np.nan
+    n1, n2 = N1[:4].copy(), N2[:4].copy()
+    thresholds = (0.5, -0.5)
+    if case == "no peaks":
+        peak_g[:] = np.nan
+    elif case == "zero effects":
+        peak_g[2] = 0.0
+    elif case == "nan sample size":  # not certifiable: the reference
+        n1[0] = np.nan
+    elif case == "odd thresholds":
+        thresholds = (-np.inf, np.inf)
+    args = (peak_g, n1, n2, 9, "degenerate", 0, 3, "gray_matter", 20.0, 1.0, 1.0, thresholds)
+    got = kb.bank_cluster_block(*args)
+    expected = kb.bank_cluster_block_reference(*args)
+    np.testing.assert_array_equal(got.max_cluster_pos, expected.max_cluster_pos)
+    np.testing.assert_array_equal(got.max_cluster_neg, expected.max_cluster_neg)
+    if case == "odd thresholds":  # every voxel passes both
+        assert got.max_cluster_pos[0] == expected.max_cluster_pos[0] > 100_000
