@@ -15,9 +15,12 @@ cost of one randomization on this thread of:
    whole z map, pasted and pooled plane by plane, labelled by union-find over the mask);
 3. the new one (:func:`daskmeta.null.cluster_extent.cluster_null_block`: sparse pooling with
    certified decisions, labelling of the passing voxels only);
-4. with ``--reference``, the NumPy/SciPy reference (``daskmeta.null.randomization._cluster_block``);
+4. the cluster-extent null with the data's (anisotropic) kernel, which ``mean`` runs for these
+   maps (:func:`daskmeta.null.kernel_bank.bank_cluster_block`: peaks moved to the centres of the
+   kernel bank, certified decisions; the bank is built on first use and cached);
+5. with ``--reference``, the NumPy/SciPy reference (``daskmeta.null.randomization._cluster_block``);
 
-then the ratios new/voxel and old/voxel, and checks that old, new (and the reference) give the
+then the ratios to the voxel null, and checks that old, new (and the reference) give the
 same largest clusters. Each figure is the least CPU time of this thread (``time.thread_time``)
 over ``--repeats`` blocks of ``--randomizations``, the blocks of the different methods
 interleaved: on a shared machine that is the least disturbed measure (wall times are printed
@@ -46,6 +49,7 @@ from daskmeta.null.cluster_extent import (
     relocated_classes,
     relocated_peaks,
 )
+from daskmeta.null.kernel_bank import bank_cluster_block
 from daskmeta.null.randomization import _cluster_block
 from daskmeta.null.seeds import arrangement_seed, randomization_seeds
 from daskmeta.stats.permutation import permutation_block, shuffled_stack
@@ -101,26 +105,31 @@ def main() -> None:
           f"z <= {thresholds[1]:.3f}")
 
     block = (peak_g, n1, n2, 1, "bench", 0, n, MASK, FWHM, thresholds)
+    bank_block = (*block[:-1], float(maps.attrs["anisotropy"]), float(maps.attrs["beta"]), thresholds)
     functions: dict[str, Callable[[], object]] = {
         "voxel null (permutation engine)": lambda: permutation_block(stack, voxel_seeds),
         "old cluster-extent null (cluster_null_block_fused)": lambda: cluster_null_block_fused(*block),
         "new cluster-extent null (cluster_null_block)": lambda: cluster_null_block(*block),
+        "data's kernel: bank null (bank_cluster_block)": lambda: bank_cluster_block(*bank_block),
     }
     if args.reference:
         functions["NumPy/SciPy reference (_cluster_block)"] = lambda: _cluster_block(*block)
     results = {name: function() for name, function in functions.items()}  # warm: compile, caches
     names = list(functions)
     same = all(np.array_equal(getattr(results[names[1]], f), getattr(results[name], f))
-               for name in names[2:] for f in ("max_cluster_pos", "max_cluster_neg"))
+               for name in names[2:] if "bank" not in name for f in ("max_cluster_pos", "max_cluster_neg"))
     timings = interleaved_best(functions, args.repeats)
     print(f"\none randomization on one thread (least of {args.repeats} blocks of {n}; thread CPU time, "
           "wall time):")
     for name, (cpu, wall) in timings.items():
         print(f"  {name:<52} {cpu / n * 1e3:7.2f} ms  {wall / n * 1e3:7.2f} ms")
-    voxel, old, new = (timings[name][0] for name in names[:3])
+    voxel, old, new, bank = (timings[name][0] for name in names[:4])
     print(f"  ratio new / voxel null {new / voxel:5.2f}   old / voxel null {old / voxel:5.2f}   "
-          f"old / new {old / new:5.2f}")
-    print(f"  same largest clusters: {same}")
+          f"old / new {old / new:5.2f}   bank / voxel null {bank / voxel:5.2f}")
+    print(f"  same largest clusters (isotropic nulls): {same}")
+    largest = results[names[3]].max_cluster_pos, results[names[2]].max_cluster_pos
+    print(f"  median largest positive null cluster: data's kernel {np.median(largest[0]):.0f} voxels, "
+          f"isotropic {np.median(largest[1]):.0f}")
 
     mask = load_mask(MASK)
     exact = [relocated_classes(*relocated_peaks(np.random.default_rng(seed), counts, peak_g, mask), *model,

@@ -15,7 +15,7 @@ import pytest
 from daskmeta.model.grid import load_mask
 from daskmeta.null import kernel_bank as kb
 from daskmeta.stats.labelling import largest_cluster
-from daskmeta.stats.peak_kernel import peak_kernels
+from daskmeta.stats.peak_kernel import kernel_radius, peak_kernels, sigma_from_fwhm
 from daskmeta.stats.sdm_model import variance_model
 
 N1 = np.array([20.0, 35.0, 12.0, 50.0, 18.0, 25.0, 40.0])
@@ -59,19 +59,46 @@ def test_bank_centres_are_a_fixed_uniform_sample():
 
 
 def test_bank_patches_are_the_recreation_kernel(bank):
+    """Each patch: the voxels peak_kernels reaches, its virtual distance to 1/255 of the radius."""
     mask = load_mask("gray_matter")
     graph, node_of = kb.lattice(1.0)
     rows = np.array([0, 1, 777, 2048, kb.BANK_SIZE - 1])
     expected = peak_kernels(mask.ijk[bank.centres[rows]], mask.ijk, 20.0, 1.0, graph, node_of)
+    sigma, radius = sigma_from_fwhm(20.0), kernel_radius(20.0)
     for row, values in zip(rows, expected, strict=True):
-        entries = slice(bank.start[row], bank.start[row + 1])
-        index = np.asarray(bank.index[entries])
-        np.testing.assert_array_equal(index, np.flatnonzero(values))
-        np.testing.assert_array_equal(bank.kernel[entries], values[index].astype(np.float32))
-        assert values[bank.centres[row]] == 1.0  # the centre is its own peak
+        voxels, kernel = bank.patch(row)
+        np.testing.assert_array_equal(voxels, np.flatnonzero(values))
+        distance = np.sqrt(-2 * sigma**2 * np.log(values[voxels]))
+        stored = np.sqrt(-2 * sigma**2 * np.log(kernel))
+        assert np.abs(stored - distance).max() <= radius / 255 / 2 + 1e-9
+        assert kernel[voxels == bank.centres[row]] == 1.0  # the centre is its own peak
+    assert bank.levels[0] == 1.0 and bank.levels[-1] == pytest.approx(1e-4, rel=1e-9)
+    # the runs are the patches' maximal stretches of consecutive voxels within a grid plane
+    for row in rows:
+        runs = slice(bank.run_start[row], bank.run_start[row + 1])
+        voxel, length = np.asarray(bank.run_voxel[runs]), np.asarray(bank.run_length[runs])
+        plane_first, plane_last = mask.ijk[voxel, 0], mask.ijk[voxel + length - 1, 0]
+        np.testing.assert_array_equal(plane_first, plane_last)
+        assert np.all((np.diff(voxel) > length[:-1]) | (plane_first[1:] != plane_first[:-1]))
+        np.testing.assert_array_equal(bank.run_offset[runs], np.cumsum(length) - length)
+    assert bank.run_start[0] == 0 and bank.run_start[-1] == len(bank.run_voxel)
+    assert bank.start[-1] == len(bank.code) == np.asarray(bank.run_length).sum()
     sizes = np.diff(bank.start)
     # the anisotropic kernel is narrower than the isotropic one (12,761 voxels on average)
     assert 5000 < sizes.mean() < 10_000
+
+
+def test_patch_kernel_lookup_equals_patch(bank):
+    from daskmeta.stats._bank_null_jit import patch_kernel
+
+    arrays = [np.asarray(a) for a in bank[1:]]
+    for row in (3, 1000, 4000):
+        voxels, kernel = bank.patch(row)
+        probe = np.unique(np.concatenate([voxels, voxels + 1, voxels - 1, [0, 179_889]]))
+        dense = np.zeros(179_890 + 2)
+        dense[voxels] = kernel
+        got = [patch_kernel(*arrays, row, v) for v in probe]
+        np.testing.assert_array_equal(got, dense[probe])
 
 
 def test_bank_is_cached_on_disk_and_built_once(tmp_path, monkeypatch):
@@ -80,9 +107,9 @@ def test_bank_is_cached_on_disk_and_built_once(tmp_path, monkeypatch):
     first = build("gray_matter", 20.0, 0.5, 1.0, size=6)
     names = sorted(p.name for p in (tmp_path / "kernel_bank").iterdir())
     assert len(names) == 2 and names[0] == ".lock"
-    assert sorted(p.name for p in (tmp_path / "kernel_bank" / names[1]).iterdir()) == [
-        "centres.npy", "index.npy", "kernel.npy", "start.npy"]
-    assert isinstance(first.kernel, np.memmap)
+    assert sorted(p.name for p in (tmp_path / "kernel_bank" / names[1]).iterdir()) == sorted(
+        f"{field}.npy" for field in kb.KernelBank._fields)
+    assert isinstance(first.code, np.memmap)
     fresh = kb.build_bank("gray_matter", 20.0, 0.5, 1.0, size=6)
     for field in kb.KernelBank._fields:
         np.testing.assert_array_equal(getattr(first, field), getattr(fresh, field))

@@ -36,7 +36,13 @@ from scipy import sparse
 from daskmeta.model.grid import cache_dir, load_mask, templates, tissue_probabilities
 from daskmeta.stats.labelling import largest_cluster
 from daskmeta.stats.null import N_HIST, NullSummary
-from daskmeta.stats.peak_kernel import KERNEL_FLOOR, lattice_graph, peak_kernels
+from daskmeta.stats.peak_kernel import (
+    KERNEL_FLOOR,
+    kernel_radius,
+    lattice_graph,
+    peak_kernels,
+    sigma_from_fwhm,
+)
 from daskmeta.stats.sdm_model import pooled_z, variance_model
 
 __all__ = [
@@ -59,30 +65,54 @@ BANK_SIZE = 4096
 #: property of the mask and kernel, not of an analysis).
 BANK_SEED = 5_4_2026
 #: Version of the bank's file layout and construction (part of the cache key).
-BANK_VERSION = 1
+BANK_VERSION = 4
 #: Centres per batch of geodesic searches while building.
-BUILD_BATCH = 64
+BUILD_BATCH = 32
+
+
+#: Levels of the quantized virtual distance (one byte per patch entry).
+N_LEVELS = 256
 
 
 class KernelBank(NamedTuple):
-    """Sparse kernels of the bank's centres.
+    """Sparse kernels of the bank's centres, as runs of consecutive voxels and one byte per voxel.
 
     Attributes
     ----------
     centres : ndarray of int64, shape (n_centres,)
         Voxel-vector positions of the centres, increasing.
     start : ndarray of int64, shape (n_centres + 1,)
-        Centre ``c`` owns entries ``start[c]:start[c + 1]``.
-    index : ndarray of int32, shape (n_entries,)
-        Voxel-vector positions its kernel reaches, increasing within each centre.
-    kernel : ndarray of float32, shape (n_entries,)
-        The kernel there (``>= KERNEL_FLOOR``, rounded to float32).
+        Centre ``c`` owns entries ``start[c]:start[c + 1]``, in increasing voxel order.
+    run_start : ndarray of int64, shape (n_centres + 1,)
+        Centre ``c`` owns runs ``run_start[c]:run_start[c + 1]``: its maximal stretches of
+        consecutive voxel positions within one grid plane, in increasing order.
+    run_voxel, run_length, run_offset : ndarray of int32, shape (n_runs,)
+        Each run's first voxel position, its length and its first entry relative to its
+        centre's ``start``.
+    code : ndarray of uint8, shape (n_entries,)
+        Each entry's virtual distance ``vd`` (docs/methods.md, 3.2) as ``round(255 vd / R)``,
+        ``R`` the kernel's radius.
+    levels : ndarray of float64, shape (256,)
+        The kernel of each code, ``exp(-(code R / 255)^2 / (2 sigma^2))``.
     """
 
     centres: NDArray[np.int64]
     start: NDArray[np.int64]
-    index: NDArray[np.int32]
-    kernel: NDArray[np.float32]
+    run_start: NDArray[np.int64]
+    run_voxel: NDArray[np.int32]
+    run_length: NDArray[np.int32]
+    run_offset: NDArray[np.int32]
+    code: NDArray[np.uint8]
+    levels: NDArray[np.float64]
+
+    def patch(self, row: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """Voxel positions and kernel values of centre ``row`` (the bank's row, not its voxel)."""
+        runs = slice(int(self.run_start[row]), int(self.run_start[row + 1]))
+        first = np.asarray(self.run_voxel[runs], np.int64)
+        length = np.asarray(self.run_length[runs], np.int64)
+        voxels = np.repeat(first - np.cumsum(length) + length, length) + np.arange(int(length.sum()))
+        code = np.asarray(self.code[int(self.start[row]):int(self.start[row + 1])])
+        return voxels, np.asarray(self.levels)[code]
 
 
 @functools.cache
@@ -97,29 +127,50 @@ def bank_centres(n_voxels: int, size: int = BANK_SIZE, seed: int = BANK_SEED) ->
     return np.sort(chosen).astype(np.int64)
 
 
+def quantized(kernel: NDArray[np.float64], fwhm: float) -> tuple[NDArray[np.uint8], NDArray[np.float64]]:
+    """Codes of kernel values (> 0) and the kernel of each code (:class:`KernelBank`)."""
+    sigma, radius = sigma_from_fwhm(fwhm), kernel_radius(fwhm)
+    distance = np.sqrt(np.maximum(-2.0 * sigma**2 * np.log(kernel), 0.0))
+    code = np.clip(np.rint(distance * ((N_LEVELS - 1) / radius)), 0, N_LEVELS - 1).astype(np.uint8)
+    levels = np.exp(-((np.arange(N_LEVELS) * (radius / (N_LEVELS - 1))) ** 2) / (2.0 * sigma**2))
+    return code, levels
+
+
 def build_bank(mask_name: str, fwhm: float, anisotropy: float, beta: float,
                size: int = BANK_SIZE) -> KernelBank:
     """Compute the bank of a mask and kernel (a geodesic search per centre; no cache).
 
     Each centre's patch is the row of :func:`~daskmeta.stats.peak_kernels` for a peak at the
-    centre, over the mask's voxels: the recreation's kernel (docs/methods.md, 3.2-3.3) exactly,
-    then rounded to float32.
+    centre over the mask's voxels, the recreation's kernel (docs/methods.md, 3.2-3.3), with its
+    virtual distance rounded to 1/255 of the kernel's radius (0.14 mm at FWHM 20 mm).
     """
     mask = load_mask(mask_name)  # type: ignore[arg-type]
     centres = bank_centres(mask.n_voxels, size)
     graph, node_of = lattice(float(beta)) if anisotropy > 0 else (None, None)
     counts = np.zeros(len(centres), dtype=np.int64)
-    indexes, kernels = [], []
+    indexes, codes = [], []
     for first in range(0, len(centres), BUILD_BATCH):
         batch = centres[first:first + BUILD_BATCH]
         values = peak_kernels(mask.ijk[batch], mask.ijk, fwhm, anisotropy, graph, node_of)
         rows, voxels = np.nonzero(values > 0)  # row-major: increasing voxels within each row
         counts[first:first + len(batch)] = np.bincount(rows, minlength=len(batch))
-        indexes.append(voxels.astype(np.int32))
-        kernels.append(values[rows, voxels].astype(np.float32))
+        indexes.append(voxels)
+        codes.append(quantized(values[rows, voxels], fwhm)[0])
     start = np.zeros(len(centres) + 1, dtype=np.int64)
     np.cumsum(counts, out=start[1:])
-    return KernelBank(centres, start, np.concatenate(indexes), np.concatenate(kernels))
+    index = np.concatenate(indexes)
+    new_run = np.ones(len(index), dtype=bool)
+    plane = mask.ijk[index, 0]
+    new_run[1:] = (np.diff(index) != 1) | (plane[1:] != plane[:-1])  # runs never cross a plane
+    new_run[start[:-1][counts > 0]] = True
+    run_entry = np.flatnonzero(new_run)
+    run_start = np.searchsorted(run_entry, start).astype(np.int64)
+    owner = np.repeat(np.arange(len(centres)), np.diff(run_start))
+    return KernelBank(
+        centres, start, run_start, index[run_entry].astype(np.int32),
+        np.diff(np.append(run_entry, len(index))).astype(np.int32),
+        (run_entry - start[owner]).astype(np.int32), np.concatenate(codes),
+        quantized(np.ones(1), fwhm)[1])
 
 
 def _bank_key(mask_name: str, fwhm: float, anisotropy: float, beta: float, size: int) -> str:
@@ -154,10 +205,10 @@ def kernel_bank(mask_name: str, fwhm: float, anisotropy: float, beta: float,
     """
     root = cache_dir() / "kernel_bank"
     folder = root / _bank_key(mask_name, float(fwhm), float(anisotropy), float(beta), size)
-    if not (folder / "kernel.npy").exists():
+    if not (folder / "levels.npy").exists():
         root.mkdir(parents=True, exist_ok=True)
         with _locked(root / ".lock"):
-            if not (folder / "kernel.npy").exists():
+            if not (folder / "levels.npy").exists():
                 bank = build_bank(mask_name, fwhm, anisotropy, beta, size)
                 tmp = root / f".{folder.name}.{os.getpid()}.tmp"
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -218,14 +269,12 @@ def bank_relocated_z(centre: NDArray[np.int64], g: NDArray[np.float64], study_of
     """
     effect = np.zeros((len(sampling), n_voxels))
     for s in range(len(sampling)):
-        rows = np.asarray(centre)[study_of == s]
-        if not len(rows):
+        patches = [bank.patch(int(row)) for row in np.asarray(centre)[study_of == s]]
+        if not patches:
             continue
-        parts = [np.arange(bank.start[r], bank.start[r + 1]) for r in rows]
-        entries = np.concatenate(parts)
-        kernel = np.asarray(bank.kernel[entries], dtype=np.float64)
-        weight = kernel * kernel * np.repeat(g[study_of == s], [len(p) for p in parts])
-        index = np.asarray(bank.index[entries], dtype=np.int64)
+        index = np.concatenate([voxels for voxels, _ in patches])
+        kernel = np.concatenate([values for _, values in patches])
+        weight = kernel * kernel * np.repeat(g[study_of == s], [len(v) for v, _ in patches])
         total = np.bincount(index, weights=kernel, minlength=n_voxels)
         weighted = np.bincount(index, weights=weight, minlength=n_voxels)
         np.divide(weighted, total, out=effect[s], where=total > 0)
@@ -274,8 +323,8 @@ def bank_cluster_block(
     the maps and records the largest clusters of ``z >= z_pos`` and ``z <= z_neg``; the same
     sizes as :func:`bank_cluster_block_reference`, from certified decisions
     (:func:`daskmeta.stats._bank_null_jit.classify_bank`). Falls back to the reference where the
-    certificate's premises fail (``a <= 0``, ``c < 0``, non-finite values, or thresholds not on
-    both sides of 0).
+    certificate's premises fail (``a <= 0``, ``c < 0``, non-finite values, thresholds not on
+    both sides of 0, or a single study).
 
     Parameters
     ----------
@@ -302,16 +351,18 @@ def bank_cluster_block(
 
     g, study_of, sampling, constant = _arguments(peak_g, n1, n2)
     z_pos, z_neg = float(thresholds[0]), float(thresholds[1])
-    if not (_certifiable(sampling, constant, g) and z_neg < 0.0 < z_pos):
+    if not (_certifiable(sampling, constant, g) and z_neg < 0.0 < z_pos and len(sampling) > 1):
         return bank_cluster_block_reference(peak_g, n1, n2, seed, name, start, stop, mask_name,
                                             fwhm, anisotropy, beta, thresholds)
     bank = kernel_bank(mask_name, float(fwhm), float(anisotropy), float(beta))
     hood = neighbourhood(mask_name)
+    plane = load_mask(mask_name).ijk[:, 0]  # type: ignore[arg-type]
+    plane_first = np.searchsorted(plane, np.arange(int(plane.max(initial=0)) + 2)).astype(np.int64)
     centres = _relocated_centres(seed, name, start, stop, len(g), len(bank.centres))
     largest = np.zeros((2, stop - start), dtype=np.int64)
     _bank_kernel.bank_null_randomizations(
         centres, g, study_of, sampling, constant, z_pos, z_neg, _tolerance(len(sampling)),
-        np.asarray(bank.start), np.asarray(bank.index), np.asarray(bank.kernel), hood.padded_index,
+        *(np.asarray(array) for array in bank[1:]), plane_first, hood.padded_index,
         hood.padded_lookup, hood.offsets, largest, np.zeros(stop - start, np.int64))
     empty = np.zeros(stop - start)
     return NullSummary(np.zeros(N_HIST, np.int64), empty, empty, largest[0], largest[1])

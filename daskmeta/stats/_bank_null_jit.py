@@ -3,8 +3,9 @@
 Imported lazily by :mod:`daskmeta.null.kernel_bank`; compiled like
 :mod:`daskmeta.stats._sparse_null_jit` (single-threaded, IEEE semantics, no fastmath).
 
-Each relocated peak sits on a *bank centre* whose kernel is stored as a sparse patch: the
-increasing voxel-vector positions it reaches and the kernel there. :func:`classify_bank`
+Each relocated peak sits on a *bank centre* whose kernel is stored as a sparse patch: runs of
+consecutive voxel-vector positions within a grid plane, and one byte per voxel that indexes a
+table of kernel values. :func:`classify_bank`
 scatters every study's patches into dense per-voxel sums ``T = sum K`` and ``W = sum K^2 g``
 (in peak order, as the reference's ``bincount`` adds them), turns the voxels the study reached
 into its DerSimonian-Laird terms relative to a zero effect, and decides each reached voxel
@@ -24,36 +25,45 @@ from __future__ import annotations
 import numpy as np
 
 from daskmeta.stats._pooling_jit import Q_MARGIN, _jit
-from daskmeta.stats._sparse_null_jit import largest_listed_component, study_sums_z
+from daskmeta.stats._sparse_null_jit import (
+    CODE_EXACT,
+    CODE_NEG,
+    CODE_POS,
+    largest_listed_component,
+    study_sums_z,
+)
 
 
 @_jit
-def patch_kernel(start, index, kernel, centre, v):
-    """The kernel of bank centre ``centre`` at voxel ``v`` (0 off its patch; binary search)."""
-    lo = start[centre]
-    hi = start[centre + 1]
-    if hi <= lo or v < index[lo] or v > index[hi - 1]:
+def patch_kernel(start, run_start, run_voxel, run_length, run_offset, code, levels, centre, v):
+    """The kernel of bank centre ``centre`` at voxel ``v`` (0 off its patch; binary search of its runs)."""
+    lo = run_start[centre]
+    hi = run_start[centre + 1]
+    if hi <= lo or v < run_voxel[lo]:
         return 0.0
-    while lo < hi:
+    while hi - lo > 1:  # the last run starting at or before v
         mid = (lo + hi) >> 1
-        if index[mid] < v:
-            lo = mid + 1
+        if run_voxel[mid] <= v:
+            lo = mid
         else:
             hi = mid
-    if index[lo] == v:
-        return np.float64(kernel[lo])
-    return 0.0
+    offset = v - run_voxel[lo]
+    if offset >= run_length[lo]:
+        return 0.0
+    return levels[code[start[centre] + run_offset[lo] + offset]]
 
 
 @_jit
-def bank_voxel_z(v, centre, peak_g, study_of, start, index, kernel, sampling, constant, y, tot, wei):
+def bank_voxel_z(v, centre, peak_g, study_of, start, run_start, run_voxel, run_length, run_offset,
+                 code, levels, sampling, constant, y, tot, wei):
     """SDM-Z of voxel ``v`` with the reference's arithmetic (:func:`study_sums_z`)."""
     k = sampling.shape[0]
     for s in range(k):
         tot[s] = 0.0
         wei[s] = 0.0
     for p in range(centre.shape[0]):
-        value = patch_kernel(start, index, kernel, centre[p], v)
+        value = patch_kernel(start, run_start, run_voxel, run_length, run_offset, code, levels,
+                             centre[p], v)
         if value > 0.0:
             s = study_of[p]
             tot[s] += value
@@ -63,20 +73,28 @@ def bank_voxel_z(v, centre, peak_g, study_of, start, index, kernel, sampling, co
 
 @_jit
 def classify_bank(centre, peak_g, study_of, sampling, constant, ratio, zero_sum, z_pos, z_neg, tol,
-                  start, index, kernel, total, weighted, touched, sum_dw, sum_wy, sum_wy2, seen,
-                  seen_list, y, tot, wei, pos, neg):
+                  start, run_start, run_voxel, run_length, run_offset, code, levels, plane_first,
+                  cursor, entry, total, weighted, sum_dw, sum_wy, sum_wy2, flags, y, tot, wei, pos,
+                  neg):
     """The voxels of one randomization whose SDM-Z passes ``z >= z_pos`` / ``z <= z_neg``.
 
     Exactly the voxels at which the reference (each study's map ``sum K^2 g / sum K`` of its
-    patches, pooled by ``pooled_z``) passes each threshold, for ``z_neg < 0 < z_pos``:
+    patches, pooled by ``pooled_z``) passes each threshold, for ``z_neg < 0 < z_pos`` and at
+    least two studies:
 
-    1. each study's patches are added to ``total`` and ``weighted`` in peak order; the voxels
-       it reaches get its terms relative to a zero effect, ``w - w_0 = -(c/a) W^2 / D``,
-       ``w y = T W / D``, ``w y^2 = W^2 / D`` with ``D = a T^2 + c W^2`` (one division);
-    2. each reached voxel's ``z`` and one-pass Q test come from ``sum w = sum_s w_0,s + sum
-       (w - w_0)`` and the other sums; where ``z`` lies beyond its error bound from both
-       thresholds and ``tau2 = 0`` is certain the fast decision stands, every other reached
-       voxel is recomputed by :func:`bank_voxel_z`; voxels no patch reaches have ``z = 0``.
+    Plane by plane of the grid (the voxel vector is in C order, so a plane is a stretch of
+    positions and its sums stay in cache):
+
+    1. each study's patches are added to ``total`` and ``weighted`` in peak order, run by run
+       (a run: consecutive voxel positions within one plane, contiguous loops);
+    2. the same runs are visited again: where ``T > 0`` the study's terms relative to a zero
+       effect, ``w - w_0 = -(c/a) W^2 / D``, ``w y = T W / D``, ``w y^2 = W^2 / D`` with ``D = a
+       T^2 + c W^2`` (one division), are added to the sums and ``T, W`` reset to 0, so a voxel
+       reached by several of the study's peaks adds its terms once (later visits add ``+0``);
+    3. every voxel's ``z`` and one-pass Q test of the plane come from ``sum w = sum_s w_0,s + sum (w -
+       w_0)`` and the other sums (``z = 0`` where no kernel reaches); where ``z`` lies beyond
+       its error bound from both thresholds and ``tau2 = 0`` is certain the fast decision
+       stands, every other voxel is recomputed by :func:`bank_voxel_z`.
 
     Parameters
     ----------
@@ -93,18 +111,19 @@ def classify_bank(centre, peak_g, study_of, sampling, constant, ratio, zero_sum,
         The thresholds (``z_neg < 0 < z_pos``).
     tol : float
         Relative factor of the error bounds (``1e-12 (k + 4)``).
-    start : ndarray of int64, shape (n_centres + 1,)
-        Centre ``c`` owns patch entries ``start[c]:start[c + 1]``.
-    index : ndarray of int32, shape (n_entries,)
-        Voxel-vector positions, increasing within each patch.
-    kernel : ndarray of float32, shape (n_entries,)
-        The kernel at each entry (> 0).
+    start, run_start, run_voxel, run_length, run_offset, code, levels : ndarray
+        The bank's patches (:class:`~daskmeta.null.kernel_bank.KernelBank`): centre ``c`` owns
+        runs ``run_start[c]:run_start[c + 1]``, run ``r`` covers ``run_length[r]`` voxels from
+        ``run_voxel[r]`` (never across a plane) and entries from ``start[c] + run_offset[r]``;
+        the kernel of an entry is ``levels[code[entry]]``.
+    plane_first : ndarray of int64, shape (nx + 1,)
+        Plane ``i`` holds voxel positions ``plane_first[i]:plane_first[i + 1]``.
+    cursor, entry : ndarray of int64, shape (n_peaks,)
+        Work arrays.
     total, weighted, sum_dw, sum_wy, sum_wy2 : ndarray of float64, shape (n_voxels,)
         Work arrays, all zero on entry (left all zero).
-    touched, seen_list : ndarray of int64, shape (n_voxels,)
-        Work arrays.
-    seen : ndarray of int8, shape (n_voxels,)
-        Work array, all zero on entry (left all zero).
+    flags : ndarray of int8, shape (>= largest plane,)
+        Work array.
     y, tot, wei : ndarray of float64, shape (n_studies,)
         Work arrays.
     pos, neg : ndarray of int64, shape (n_voxels,)
@@ -117,80 +136,106 @@ def classify_bank(centre, peak_g, study_of, sampling, constant, ratio, zero_sum,
     """
     k = sampling.shape[0]
     n_peaks = centre.shape[0]
-    n_seen = 0
-    p = 0
-    while p < n_peaks:
-        s = study_of[p]
-        n_touched = 0
-        while p < n_peaks and study_of[p] == s:
-            g = peak_g[p]
-            c = centre[p]
-            for e in range(start[c], start[c + 1]):
-                v = index[e]
-                value = np.float64(kernel[e])
-                if total[v] == 0.0:
-                    touched[n_touched] = v
-                    n_touched += 1
-                total[v] += value
-                weighted[v] += value * value * g
-            p += 1
-        a = sampling[s]
-        cc = constant[s]
-        r = ratio[s]
-        for q in range(n_touched):
-            v = touched[q]
-            t = total[v]
-            w_ = weighted[v]
-            w2 = w_ * w_
-            inv = 1.0 / (a * (t * t) + cc * w2)
-            x = w2 * inv
-            sum_dw[v] -= r * x
-            sum_wy[v] += (t * w_) * inv
-            sum_wy2[v] += x
-            total[v] = 0.0
-            weighted[v] = 0.0
-            if seen[v] == 0:
-                seen[v] = 1
-                seen_list[n_seen] = v
-                n_seen += 1
+    for p in range(n_peaks):
+        cursor[p] = run_start[centre[p]]
+        entry[p] = start[centre[p]]
     n_pos = 0
     n_neg = 0
     n_exact = 0
-    for q in range(n_seen):
-        v = seen_list[q]
-        sw = zero_sum + sum_dw[v]
-        swy = sum_wy[v]
-        swy2 = sum_wy2[v]
-        seen[v] = 0
-        sum_dw[v] = 0.0
-        sum_wy[v] = 0.0
-        sum_wy2[v] = 0.0
-        inv = 1.0 / sw
-        mu = swy * inv
-        z = mu * np.sqrt(sw)
-        spread = zero_sum * inv
-        margin_z = tol * (0.5 * (spread + swy2) + abs(z) * spread + 1.0)
-        margin_q = tol * ((swy2 + 1.0) * (1.0 + spread) + k)
-        unsure = ((swy2 - swy * mu >= (k - 1.0) - Q_MARGIN * (swy2 + 1.0) - margin_q)
-                  or abs(z - z_pos) <= margin_z or abs(z - z_neg) <= margin_z)
-        if unsure:
-            z = bank_voxel_z(v, centre, peak_g, study_of, start, index, kernel, sampling, constant,
-                             y, tot, wei)
-            n_exact += 1
-        if z >= z_pos:
-            pos[n_pos] = v
-            n_pos += 1
-        if z <= z_neg:
-            neg[n_neg] = v
-            n_neg += 1
-    pos[:n_pos].sort()
-    neg[:n_neg].sort()
+    for i in range(plane_first.shape[0] - 1):
+        lo = plane_first[i]
+        hi = plane_first[i + 1]
+        if hi == lo:
+            continue
+        # 1-2: each study's runs in this plane: scatter, then terms (a run lies in one plane)
+        first = 0
+        while first < n_peaks:
+            s = study_of[first]
+            last = first
+            while last < n_peaks and study_of[last] == s:
+                g = peak_g[last]
+                end = run_start[centre[last] + 1]
+                r = cursor[last]
+                e0 = entry[last]
+                while r < end and run_voxel[r] < hi:
+                    v0 = run_voxel[r]
+                    length = run_length[r]
+                    for q in range(length):
+                        value = levels[code[e0 + q]]
+                        total[v0 + q] += value
+                        weighted[v0 + q] += value * value * g
+                    e0 += length
+                    r += 1
+                entry[last] = e0
+                last += 1
+            a = sampling[s]
+            cc = constant[s]
+            rr = ratio[s]
+            for p in range(first, last):
+                end = run_start[centre[p] + 1]
+                r = cursor[p]
+                while r < end and run_voxel[r] < hi:
+                    v0 = run_voxel[r]
+                    for q in range(run_length[r]):
+                        t = total[v0 + q]
+                        w_ = weighted[v0 + q]
+                        w2 = w_ * w_
+                        inv = 1.0 / (a * (t * t) + cc * w2 + (1.0 if t == 0.0 else 0.0))
+                        x = w2 * inv
+                        sum_dw[v0 + q] -= rr * x
+                        sum_wy[v0 + q] += (t * w_) * inv
+                        sum_wy2[v0 + q] += x
+                        total[v0 + q] = 0.0
+                        weighted[v0 + q] = 0.0
+                    r += 1
+                cursor[p] = r
+            first = last
+        # 3: decide the plane's voxels
+        flagged = 0
+        for v in range(lo, hi):
+            sw = zero_sum + sum_dw[v]
+            swy = sum_wy[v]
+            swy2 = sum_wy2[v]
+            sum_dw[v] = 0.0
+            sum_wy[v] = 0.0
+            sum_wy2[v] = 0.0
+            inv = 1.0 / sw
+            mu = swy * inv
+            z = mu * np.sqrt(sw)
+            spread = zero_sum * inv
+            margin_z = tol * (0.5 * (spread + swy2) + abs(z) * spread + 1.0)
+            margin_q = tol * ((swy2 + 1.0) * (1.0 + spread) + k)
+            unsure = ((swy2 - swy * mu >= (k - 1.0) - Q_MARGIN * (swy2 + 1.0) - margin_q)
+                      | (abs(z - z_pos) <= margin_z) | (abs(z - z_neg) <= margin_z))
+            value = ((CODE_EXACT if unsure else 0) | (CODE_POS if z >= z_pos else 0)
+                     | (CODE_NEG if z <= z_neg else 0))
+            flags[v - lo] = value
+            flagged |= value
+        if flagged == 0:
+            continue
+        for v in range(lo, hi):
+            value = flags[v - lo]
+            if value == 0:
+                continue
+            if value & CODE_EXACT:
+                z = bank_voxel_z(v, centre, peak_g, study_of, start, run_start, run_voxel,
+                                 run_length, run_offset, code, levels, sampling, constant, y, tot,
+                                 wei)
+                value = (CODE_POS if z >= z_pos else 0) | (CODE_NEG if z <= z_neg else 0)
+                n_exact += 1
+            if value & CODE_POS:
+                pos[n_pos] = v
+                n_pos += 1
+            if value & CODE_NEG:
+                neg[n_neg] = v
+                n_neg += 1
     return n_pos, n_neg, n_exact
 
 
 @_jit
 def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, tol, start,
-                             index, kernel, padded_index, padded_lookup, offsets, largest, n_exact):
+                             run_start, run_voxel, run_length, run_offset, code, levels,
+                             plane_first, padded_index, padded_lookup, offsets, largest, n_exact):
     """Largest clusters of several randomizations (:func:`classify_bank`, then
     :func:`~daskmeta.stats._sparse_null_jit.largest_listed_component` on each direction).
 
@@ -198,7 +243,9 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
     ----------
     centre : ndarray of int64, shape (n_randomizations, n_peaks)
         Each randomization's bank centres.
-    peak_g, study_of, sampling, constant, z_pos, z_neg, tol, start, index, kernel
+    peak_g, study_of, sampling, constant, z_pos, z_neg, tol
+        As in :func:`classify_bank`.
+    start, run_start, run_voxel, run_length, run_offset, code, levels, plane_first
         As in :func:`classify_bank`.
     padded_index, padded_lookup, offsets
         The mask's 26-neighbourhood (:class:`~daskmeta.null.cluster_extent.Neighbourhood`).
@@ -219,9 +266,9 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
     sum_dw = np.zeros(n_voxels)
     sum_wy = np.zeros(n_voxels)
     sum_wy2 = np.zeros(n_voxels)
-    touched = np.empty(n_voxels, np.int64)
-    seen_list = np.empty(n_voxels, np.int64)
-    seen = np.zeros(n_voxels, np.int8)
+    flags = np.zeros(n_voxels, np.int8)
+    cursor = np.empty(centre.shape[1], np.int64)
+    entry = np.empty(centre.shape[1], np.int64)
     y = np.empty(k)
     tot = np.empty(k)
     wei = np.empty(k)
@@ -233,8 +280,8 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
     for b in range(centre.shape[0]):
         n_pos, n_neg, n_exact[b] = classify_bank(
             centre[b], peak_g, study_of, sampling, constant, ratio, zero_sum, z_pos, z_neg, tol,
-            start, index, kernel, total, weighted, touched, sum_dw, sum_wy, sum_wy2, seen, seen_list,
-            y, tot, wei, pos, neg)
+            start, run_start, run_voxel, run_length, run_offset, code, levels, plane_first, cursor,
+            entry, total, weighted, sum_dw, sum_wy, sum_wy2, flags, y, tot, wei, pos, neg)
         largest[0, b] = largest_listed_component(pos, n_pos, padded_index, padded_lookup, offsets,
                                                  slot, parent, size)
         largest[1, b] = largest_listed_component(neg, n_neg, padded_index, padded_lookup, offsets,
