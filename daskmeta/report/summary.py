@@ -216,13 +216,16 @@ def methods_text(result: xr.Dataset, threshold: dict[str, Any]) -> str:
                 else "all studies of the dataset, no filter")
     voxel_p = attrs.get("voxel_p")
     if voxel_p is not None and float(voxel_p) > 0:
+        if float(preprocess.get("anisotropy") or 0.0) > 0:
+            relocation = ("uniformly random centres of a fixed sample of mask voxels whose kernels "
+                          "had been computed as the study maps' (the same anisotropic kernel)")
+        else:
+            relocation = "uniformly random mask voxels"
         cluster_fwe = (", and cluster-level FWE p-values from the largest cluster of each of "
                        "the same number of randomizations that relocated every study's peaks to "
-                       "uniformly random mask voxels and recreated its map with the isotropic "
-                       "kernel of the same FWHM (at least as wide as the anisotropic kernel, so "
-                       "conservative; chosen in daskmeta, since relocating voxels removes the "
-                       "maps' spatial smoothness), thresholded at the SDM-Z of the voxel null's "
-                       f"p < {_num(float(voxel_p))}")
+                       f"{relocation} and recreated its map as the study maps were (chosen in "
+                       "daskmeta, since relocating voxels removes the maps' spatial smoothness), "
+                       f"thresholded at the SDM-Z of the voxel null's p < {_num(float(voxel_p))}")
     else:
         cluster_fwe = " (no cluster-level null was recorded)"
     sentences = [
