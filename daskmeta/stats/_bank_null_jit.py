@@ -35,10 +35,8 @@ from daskmeta.stats._sparse_null_jit import (
 
 
 @_jit
-def patch_kernel(start, run_start, run_voxel, run_length, run_offset, code, levels, centre, v):
-    """The kernel of bank centre ``centre`` at voxel ``v`` (0 off its patch; binary search of its runs)."""
-    lo = run_start[centre]
-    hi = run_start[centre + 1]
+def run_kernel(lo, hi, base, run_voxel, run_length, run_offset, code, levels, v):
+    """The kernel at voxel ``v`` of runs ``lo..hi-1`` of one centre (entries from ``base``; 0 off them)."""
     if hi <= lo or v < run_voxel[lo]:
         return 0.0
     while hi - lo > 1:  # the last run starting at or before v
@@ -50,20 +48,31 @@ def patch_kernel(start, run_start, run_voxel, run_length, run_offset, code, leve
     offset = v - run_voxel[lo]
     if offset >= run_length[lo]:
         return 0.0
-    return levels[code[start[centre] + run_offset[lo] + offset]]
+    return levels[code[base + run_offset[lo] + offset]]
 
 
 @_jit
-def bank_voxel_z(v, centre, peak_g, study_of, start, run_start, run_voxel, run_length, run_offset,
-                 code, levels, sampling, constant, y, tot, wei):
-    """SDM-Z of voxel ``v`` with the reference's arithmetic (:func:`study_sums_z`)."""
+def patch_kernel(start, run_start, run_voxel, run_length, run_offset, code, levels, centre, v):
+    """The kernel of bank centre ``centre`` at voxel ``v`` (0 off its patch; binary search of its runs)."""
+    return run_kernel(run_start[centre], run_start[centre + 1], start[centre], run_voxel, run_length,
+                      run_offset, code, levels, v)
+
+
+@_jit
+def bank_voxel_z(v, centre, peak_g, study_of, start, plane_lo, plane_hi, run_voxel, run_length,
+                 run_offset, code, levels, sampling, constant, y, tot, wei):
+    """SDM-Z of voxel ``v`` with the reference's arithmetic (:func:`study_sums_z`).
+
+    ``plane_lo[p]:plane_hi[p]`` are peak ``p``'s runs in ``v``'s plane (runs never cross a
+    plane, so no other run can hold ``v``).
+    """
     k = sampling.shape[0]
     for s in range(k):
         tot[s] = 0.0
         wei[s] = 0.0
     for p in range(centre.shape[0]):
-        value = patch_kernel(start, run_start, run_voxel, run_length, run_offset, code, levels,
-                             centre[p], v)
+        value = run_kernel(plane_lo[p], plane_hi[p], start[centre[p]], run_voxel, run_length,
+                           run_offset, code, levels, v)
         if value > 0.0:
             s = study_of[p]
             tot[s] += value
@@ -72,10 +81,35 @@ def bank_voxel_z(v, centre, peak_g, study_of, start, run_start, run_voxel, run_l
 
 
 @_jit
+def peak_terms(levels, peak_g, study_of, sampling, constant, ratio, terms):
+    """Each peak's terms at each kernel level, for a voxel only that peak of its study reaches.
+
+    ``terms[p, l]`` holds ``(c/a) x``, ``T W / D`` and ``x = W^2 / D`` with ``T = K``, ``W = K^2 g``
+    and ``D = a T^2 + c W^2`` for ``K = levels[l]``: the operations :func:`classify_bank` performs
+    on such a voxel's sums (``0 + K = K`` and ``0 + K^2 g = K^2 g`` exactly), so the same doubles.
+    """
+    for p in range(peak_g.shape[0]):
+        s = study_of[p]
+        a = sampling[s]
+        cc = constant[s]
+        rr = ratio[s]
+        g = peak_g[p]
+        for level in range(levels.shape[0]):
+            t = levels[level]
+            w_ = t * t * g
+            w2 = w_ * w_
+            inv = 1.0 / (a * (t * t) + cc * w2 + (1.0 if t == 0.0 else 0.0))
+            x = w2 * inv
+            terms[p, level, 0] = rr * x
+            terms[p, level, 1] = (t * w_) * inv
+            terms[p, level, 2] = x
+
+
+@_jit
 def classify_bank(centre, peak_g, study_of, sampling, constant, ratio, zero_sum, z_pos, z_neg, tol,
                   start, run_start, run_voxel, run_length, run_offset, code, levels, plane_first,
-                  cursor, entry, total, weighted, sum_dw, sum_wy, sum_wy2, flags, y, tot, wei, pos,
-                  neg):
+                  terms, cursor, entry, cursor_end, plane_lo, span_lo, span_hi, total, weighted,
+                  sum_dw, sum_wy, sum_wy2, flags, y, tot, wei, pos, neg):
     """The voxels of one randomization whose SDM-Z passes ``z >= z_pos`` / ``z <= z_neg``.
 
     Exactly the voxels at which the reference (each study's map ``sum K^2 g / sum K`` of its
@@ -88,11 +122,13 @@ def classify_bank(centre, peak_g, study_of, sampling, constant, ratio, zero_sum,
     1. each study's patches are added to ``total`` and ``weighted`` in peak order, run by run
        (a run: consecutive voxel positions within one plane, contiguous loops);
     2. the same runs are visited again: where ``T > 0`` the study's terms relative to a zero
-       effect, ``w - w_0 = -(c/a) W^2 / D``, ``w y = T W / D``, ``w y^2 = W^2 / D`` with ``D = a
-       T^2 + c W^2`` (one division), are added to the sums and ``T, W`` reset to 0, so a voxel
-       reached by several of the study's peaks adds its terms once (later visits add ``+0``);
-    3. every voxel's ``z`` and one-pass Q test of the plane come from ``sum w = sum_s w_0,s + sum (w -
-       w_0)`` and the other sums (``z = 0`` where no kernel reaches); where ``z`` lies beyond
+       effect, ``w - w_0 = -(c/a) W^2 / D``, ``w y = T W / D``, ``w y^2 = W^2 / D`` with
+       ``D = a T^2 + c W^2`` (one division), are added to the sums and ``T, W`` reset to 0, so
+       a voxel reached by several of the study's peaks adds its terms once (later visits add
+       ``+0``); where no two of the study's peaks reach the same stretch of the plane, steps 1
+       and 2 are one pass that adds each entry's tabulated terms (:func:`peak_terms`);
+    3. every voxel's ``z`` and one-pass Q test of the plane come from ``sum w = sum_s w_0,s +
+       sum (w - w_0)`` and the other sums (``z = 0`` where no kernel reaches); where ``z`` lies beyond
        its error bound from both thresholds and ``tau2 = 0`` is certain the fast decision
        stands, every other voxel is recomputed by :func:`bank_voxel_z`.
 
@@ -118,7 +154,9 @@ def classify_bank(centre, peak_g, study_of, sampling, constant, ratio, zero_sum,
         the kernel of an entry is ``levels[code[entry]]``.
     plane_first : ndarray of int64, shape (nx + 1,)
         Plane ``i`` holds voxel positions ``plane_first[i]:plane_first[i + 1]``.
-    cursor, entry : ndarray of int64, shape (n_peaks,)
+    terms : ndarray of float64, shape (n_peaks, n_levels, 3)
+        :func:`peak_terms`.
+    cursor, entry, cursor_end, plane_lo, span_lo, span_hi : ndarray of int64, shape (n_peaks,)
         Work arrays.
     total, weighted, sum_dw, sum_wy, sum_wy2 : ndarray of float64, shape (n_voxels,)
         Work arrays, all zero on entry (left all zero).
@@ -147,17 +185,57 @@ def classify_bank(centre, peak_g, study_of, sampling, constant, ratio, zero_sum,
         hi = plane_first[i + 1]
         if hi == lo:
             continue
-        # 1-2: each study's runs in this plane: scatter, then terms (a run lies in one plane)
+        # 1-2: each study's runs in this plane (a run lies in one plane)
         first = 0
         while first < n_peaks:
             s = study_of[first]
             last = first
             while last < n_peaks and study_of[last] == s:
-                g = peak_g[last]
-                end = run_start[centre[last] + 1]
-                r = cursor[last]
-                e0 = entry[last]
-                while r < end and run_voxel[r] < hi:
+                last += 1
+            a = sampling[s]
+            cc = constant[s]
+            rr = ratio[s]
+            # the stretch of voxels each of the study's peaks reaches in the plane
+            n_here = 0
+            for p in range(first, last):
+                end = run_start[centre[p] + 1]
+                r = cursor[p]
+                r_end = r
+                while r_end < end and run_voxel[r_end] < hi:
+                    r_end += 1
+                cursor_end[p] = r_end
+                plane_lo[p] = r
+                if r_end > r:
+                    span_lo[n_here] = run_voxel[r]
+                    span_hi[n_here] = run_voxel[r_end - 1] + run_length[r_end - 1]
+                    n_here += 1
+            overlap = False
+            for m in range(n_here):
+                for n in range(m):
+                    if span_lo[m] < span_hi[n] and span_lo[n] < span_hi[m]:
+                        overlap = True
+            if not overlap:
+                # no voxel is reached twice: T = 0 + K and W = 0 + K^2 g, so each entry's terms
+                # are those of its code, tabulated per peak (:func:`peak_terms`)
+                for p in range(first, last):
+                    e0 = entry[p]
+                    for r in range(cursor[p], cursor_end[p]):
+                        v0 = run_voxel[r]
+                        length = run_length[r]
+                        for q in range(length):
+                            level = code[e0 + q]
+                            sum_dw[v0 + q] -= terms[p, level, 0]
+                            sum_wy[v0 + q] += terms[p, level, 1]
+                            sum_wy2[v0 + q] += terms[p, level, 2]
+                        e0 += length
+                    entry[p] = e0
+                    cursor[p] = cursor_end[p]
+                first = last
+                continue
+            for p in range(first, last):
+                g = peak_g[p]
+                e0 = entry[p]
+                for r in range(cursor[p], cursor_end[p]):
                     v0 = run_voxel[r]
                     length = run_length[r]
                     for q in range(length):
@@ -165,16 +243,9 @@ def classify_bank(centre, peak_g, study_of, sampling, constant, ratio, zero_sum,
                         total[v0 + q] += value
                         weighted[v0 + q] += value * value * g
                     e0 += length
-                    r += 1
-                entry[last] = e0
-                last += 1
-            a = sampling[s]
-            cc = constant[s]
-            rr = ratio[s]
+                entry[p] = e0
             for p in range(first, last):
-                end = run_start[centre[p] + 1]
-                r = cursor[p]
-                while r < end and run_voxel[r] < hi:
+                for r in range(cursor[p], cursor_end[p]):
                     v0 = run_voxel[r]
                     for q in range(run_length[r]):
                         t = total[v0 + q]
@@ -187,8 +258,7 @@ def classify_bank(centre, peak_g, study_of, sampling, constant, ratio, zero_sum,
                         sum_wy2[v0 + q] += x
                         total[v0 + q] = 0.0
                         weighted[v0 + q] = 0.0
-                    r += 1
-                cursor[p] = r
+                cursor[p] = cursor_end[p]
             first = last
         # 3: decide the plane's voxels
         flagged = 0
@@ -218,7 +288,7 @@ def classify_bank(centre, peak_g, study_of, sampling, constant, ratio, zero_sum,
             if value == 0:
                 continue
             if value & CODE_EXACT:
-                z = bank_voxel_z(v, centre, peak_g, study_of, start, run_start, run_voxel,
+                z = bank_voxel_z(v, centre, peak_g, study_of, start, plane_lo, cursor, run_voxel,
                                  run_length, run_offset, code, levels, sampling, constant, y, tot,
                                  wei)
                 value = (CODE_POS if z >= z_pos else 0) | (CODE_NEG if z <= z_neg else 0)
@@ -269,6 +339,12 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
     flags = np.zeros(n_voxels, np.int8)
     cursor = np.empty(centre.shape[1], np.int64)
     entry = np.empty(centre.shape[1], np.int64)
+    cursor_end = np.empty(centre.shape[1], np.int64)
+    plane_lo = np.empty(centre.shape[1], np.int64)
+    terms = np.empty((centre.shape[1], levels.shape[0], 3))
+    peak_terms(levels, peak_g, study_of, sampling, constant, ratio, terms)
+    span_lo = np.empty(centre.shape[1], np.int64)
+    span_hi = np.empty(centre.shape[1], np.int64)
     y = np.empty(k)
     tot = np.empty(k)
     wei = np.empty(k)
@@ -280,8 +356,9 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
     for b in range(centre.shape[0]):
         n_pos, n_neg, n_exact[b] = classify_bank(
             centre[b], peak_g, study_of, sampling, constant, ratio, zero_sum, z_pos, z_neg, tol,
-            start, run_start, run_voxel, run_length, run_offset, code, levels, plane_first, cursor,
-            entry, total, weighted, sum_dw, sum_wy, sum_wy2, flags, y, tot, wei, pos, neg)
+            start, run_start, run_voxel, run_length, run_offset, code, levels, plane_first, terms,
+            cursor, entry, cursor_end, plane_lo, span_lo, span_hi, total, weighted, sum_dw, sum_wy, sum_wy2,
+            flags, y, tot, wei, pos, neg)
         largest[0, b] = largest_listed_component(pos, n_pos, padded_index, padded_lookup, offsets,
                                                  slot, parent, size)
         largest[1, b] = largest_listed_component(neg, n_neg, padded_index, padded_lookup, offsets,
