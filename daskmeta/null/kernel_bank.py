@@ -4,10 +4,11 @@ With ``anisotropy > 0`` a study's kernel depends on where its peak lies (the geo
 of section 3.3), so it cannot be one shifted patch, and a geodesic search per relocated peak
 would cost seconds per randomization. The null therefore relocates peaks onto a fixed *bank*
 of :data:`BANK_SIZE` centres, a uniform random sample of the mask's voxels, whose kernels are
-computed once with :func:`~daskmeta.stats.peak_kernel.peak_kernels` (exactly the recreation's
-kernel) and cached on disk; one randomization moves each peak to a uniformly drawn centre,
-recreates each study's map from the centres' stored patches with the combination rule of
-section 3.4, pools, and records the largest clusters above and below the voxel thresholds.
+computed once with :func:`~daskmeta.stats.peak_kernel.peak_kernels` (the recreation's kernel,
+its virtual distance kept to 1/255 of the kernel's radius) and cached on disk; one
+randomization moves each peak to a uniformly drawn centre, recreates each study's map from the
+centres' stored patches with the combination rule of section 3.4, pools, and records the
+largest clusters above and below the voxel thresholds.
 
 - :func:`kernel_bank`: the bank of a mask and kernel (built once, memory-mapped thereafter);
 - :func:`bank_relocated_z`: the reference z map of one randomization (NumPy ``bincount`` and
@@ -59,7 +60,7 @@ __all__ = [
 ]
 
 #: Centres of the bank (chosen here: 4096 centres, a mean spacing of about 7 mm over the
-#: grey-matter mask, 250 MB of patches at FWHM 20 mm and full anisotropy).
+#: grey-matter mask, 59 MB at FWHM 20 mm and full anisotropy).
 BANK_SIZE = 4096
 #: Seed of the sample of mask voxels that are the bank's centres (fixed: the bank is a
 #: property of the mask and kernel, not of an analysis).
