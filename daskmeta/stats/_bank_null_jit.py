@@ -98,7 +98,7 @@ def peak_terms(levels, peak_g, study_of, sampling, constant, ratio, terms):
             t = levels[level]
             w_ = t * t * g
             w2 = w_ * w_
-            inv = 1.0 / (a * (t * t) + cc * w2 + (1.0 if t == 0.0 else 0.0))
+            inv = 1.0 / (a * (t * t) + cc * w2)  # levels are > 0
             x = w2 * inv
             terms[p, level, 0] = rr * x
             terms[p, level, 1] = (t * w_) * inv
@@ -108,8 +108,8 @@ def peak_terms(levels, peak_g, study_of, sampling, constant, ratio, terms):
 @_jit
 def classify_bank(centre, peak_g, study_of, sampling, constant, ratio, zero_sum, z_pos, z_neg, tol,
                   start, run_start, run_voxel, run_length, run_offset, code, levels, plane_first,
-                  terms, cursor, entry, cursor_end, plane_lo, span_lo, span_hi, total, weighted,
-                  sum_dw, sum_wy, sum_wy2, flags, y, tot, wei, pos, neg):
+                  terms, cursor, entry, plane_lo, hits, shared, total, weighted, sum_dw, sum_wy,
+                  sum_wy2, flags, y, tot, wei, pos, neg):
     """The voxels of one randomization whose SDM-Z passes ``z >= z_pos`` / ``z <= z_neg``.
 
     Exactly the voxels at which the reference (each study's map ``sum K^2 g / sum K`` of its
@@ -119,14 +119,13 @@ def classify_bank(centre, peak_g, study_of, sampling, constant, ratio, zero_sum,
     Plane by plane of the grid (the voxel vector is in C order, so a plane is a stretch of
     positions and its sums stay in cache):
 
-    1. each study's patches are added to ``total`` and ``weighted`` in peak order, run by run
-       (a run: consecutive voxel positions within one plane, contiguous loops);
-    2. the same runs are visited again: where ``T > 0`` the study's terms relative to a zero
-       effect, ``w - w_0 = -(c/a) W^2 / D``, ``w y = T W / D``, ``w y^2 = W^2 / D`` with
-       ``D = a T^2 + c W^2`` (one division), are added to the sums and ``T, W`` reset to 0, so
-       a voxel reached by several of the study's peaks adds its terms once (later visits add
-       ``+0``); where no two of the study's peaks reach the same stretch of the plane, steps 1
-       and 2 are one pass that adds each entry's tabulated terms (:func:`peak_terms`);
+    1. each study's runs in the plane are visited once to count, for each voxel, how many of
+       the study's peaks reach it (a run: consecutive voxel positions within one plane);
+    2. and once more: a voxel one peak reaches adds that peak's terms relative to a zero
+       effect, tabulated by kernel level (:func:`peak_terms`: ``T = 0 + K = K`` and ``W = 0 +
+       K^2 g = K^2 g`` exactly); a voxel several peaks reach gathers ``T = sum K`` and ``W =
+       sum K^2 g`` in peak order, then adds its terms once, ``w - w_0 = -(c/a) W^2 / D``,
+       ``w y = T W / D``, ``w y^2 = W^2 / D`` with ``D = a T^2 + c W^2`` (one division);
     3. every voxel's ``z`` and one-pass Q test of the plane come from ``sum w = sum_s w_0,s +
        sum (w - w_0)`` and the other sums (``z = 0`` where no kernel reaches); where ``z`` lies beyond
        its error bound from both thresholds and ``tau2 = 0`` is certain the fast decision
@@ -156,8 +155,12 @@ def classify_bank(centre, peak_g, study_of, sampling, constant, ratio, zero_sum,
         Plane ``i`` holds voxel positions ``plane_first[i]:plane_first[i + 1]``.
     terms : ndarray of float64, shape (n_peaks, n_levels, 3)
         :func:`peak_terms`.
-    cursor, entry, cursor_end, plane_lo, span_lo, span_hi : ndarray of int64, shape (n_peaks,)
+    cursor, entry, plane_lo : ndarray of int64, shape (n_peaks,)
         Work arrays.
+    hits : ndarray of int32, shape (n_voxels,)
+        Work array, all zero on entry (left all zero).
+    shared : ndarray of int64, shape (n_voxels,)
+        Work array.
     total, weighted, sum_dw, sum_wy, sum_wy2 : ndarray of float64, shape (n_voxels,)
         Work arrays, all zero on entry (left all zero).
     flags : ndarray of int8, shape (>= largest plane,)
@@ -192,73 +195,59 @@ def classify_bank(centre, peak_g, study_of, sampling, constant, ratio, zero_sum,
             last = first
             while last < n_peaks and study_of[last] == s:
                 last += 1
-            a = sampling[s]
-            cc = constant[s]
-            rr = ratio[s]
-            # the stretch of voxels each of the study's peaks reaches in the plane
-            n_here = 0
+            # each peak's runs in the plane; how many of the study's peaks reach each voxel
             for p in range(first, last):
                 end = run_start[centre[p] + 1]
                 r = cursor[p]
-                r_end = r
-                while r_end < end and run_voxel[r_end] < hi:
-                    r_end += 1
-                cursor_end[p] = r_end
                 plane_lo[p] = r
-                if r_end > r:
-                    span_lo[n_here] = run_voxel[r]
-                    span_hi[n_here] = run_voxel[r_end - 1] + run_length[r_end - 1]
-                    n_here += 1
-            overlap = False
-            for m in range(n_here):
-                for n in range(m):
-                    if span_lo[m] < span_hi[n] and span_lo[n] < span_hi[m]:
-                        overlap = True
-            if not overlap:
-                # no voxel is reached twice: T = 0 + K and W = 0 + K^2 g, so each entry's terms
-                # are those of its code, tabulated per peak (:func:`peak_terms`)
-                for p in range(first, last):
-                    e0 = entry[p]
-                    for r in range(cursor[p], cursor_end[p]):
-                        v0 = run_voxel[r]
-                        length = run_length[r]
-                        for q in range(length):
-                            level = code[e0 + q]
-                            sum_dw[v0 + q] -= terms[p, level, 0]
-                            sum_wy[v0 + q] += terms[p, level, 1]
-                            sum_wy2[v0 + q] += terms[p, level, 2]
-                        e0 += length
-                    entry[p] = e0
-                    cursor[p] = cursor_end[p]
-                first = last
-                continue
+                while r < end and run_voxel[r] < hi:
+                    v0 = run_voxel[r]
+                    for q in range(run_length[r]):
+                        hits[v0 + q] += 1
+                    r += 1
+                cursor[p] = r
+            # a voxel one peak reaches adds that peak's tabulated terms (peak_terms); the others
+            # gather T = sum K and W = sum K^2 g in peak order, then add their terms once
+            n_shared = 0
             for p in range(first, last):
                 g = peak_g[p]
                 e0 = entry[p]
-                for r in range(cursor[p], cursor_end[p]):
+                for r in range(plane_lo[p], cursor[p]):
                     v0 = run_voxel[r]
                     length = run_length[r]
                     for q in range(length):
-                        value = levels[code[e0 + q]]
-                        total[v0 + q] += value
-                        weighted[v0 + q] += value * value * g
+                        v = v0 + q
+                        level = code[e0 + q]
+                        if hits[v] == 1:
+                            sum_dw[v] -= terms[p, level, 0]
+                            sum_wy[v] += terms[p, level, 1]
+                            sum_wy2[v] += terms[p, level, 2]
+                            hits[v] = 0
+                        else:
+                            value = levels[level]
+                            if total[v] == 0.0:
+                                shared[n_shared] = v
+                                n_shared += 1
+                            total[v] += value
+                            weighted[v] += value * value * g
                     e0 += length
                 entry[p] = e0
-            for p in range(first, last):
-                for r in range(cursor[p], cursor_end[p]):
-                    v0 = run_voxel[r]
-                    for q in range(run_length[r]):
-                        t = total[v0 + q]
-                        w_ = weighted[v0 + q]
-                        w2 = w_ * w_
-                        inv = 1.0 / (a * (t * t) + cc * w2 + (1.0 if t == 0.0 else 0.0))
-                        x = w2 * inv
-                        sum_dw[v0 + q] -= rr * x
-                        sum_wy[v0 + q] += (t * w_) * inv
-                        sum_wy2[v0 + q] += x
-                        total[v0 + q] = 0.0
-                        weighted[v0 + q] = 0.0
-                cursor[p] = cursor_end[p]
+            a = sampling[s]
+            cc = constant[s]
+            rr = ratio[s]
+            for m in range(n_shared):
+                v = shared[m]
+                t = total[v]
+                w_ = weighted[v]
+                w2 = w_ * w_
+                inv = 1.0 / (a * (t * t) + cc * w2)
+                x = w2 * inv
+                sum_dw[v] -= rr * x
+                sum_wy[v] += (t * w_) * inv
+                sum_wy2[v] += x
+                total[v] = 0.0
+                weighted[v] = 0.0
+                hits[v] = 0
             first = last
         # 3: decide the plane's voxels
         flagged = 0
@@ -339,12 +328,11 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
     flags = np.zeros(n_voxels, np.int8)
     cursor = np.empty(centre.shape[1], np.int64)
     entry = np.empty(centre.shape[1], np.int64)
-    cursor_end = np.empty(centre.shape[1], np.int64)
     plane_lo = np.empty(centre.shape[1], np.int64)
+    hits = np.zeros(n_voxels, np.int32)
+    shared = np.empty(n_voxels, np.int64)
     terms = np.empty((centre.shape[1], levels.shape[0], 3))
     peak_terms(levels, peak_g, study_of, sampling, constant, ratio, terms)
-    span_lo = np.empty(centre.shape[1], np.int64)
-    span_hi = np.empty(centre.shape[1], np.int64)
     y = np.empty(k)
     tot = np.empty(k)
     wei = np.empty(k)
@@ -357,8 +345,8 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
         n_pos, n_neg, n_exact[b] = classify_bank(
             centre[b], peak_g, study_of, sampling, constant, ratio, zero_sum, z_pos, z_neg, tol,
             start, run_start, run_voxel, run_length, run_offset, code, levels, plane_first, terms,
-            cursor, entry, cursor_end, plane_lo, span_lo, span_hi, total, weighted, sum_dw, sum_wy, sum_wy2,
-            flags, y, tot, wei, pos, neg)
+            cursor, entry, plane_lo, hits, shared, total, weighted, sum_dw, sum_wy, sum_wy2, flags, y,
+            tot, wei, pos, neg)
         largest[0, b] = largest_listed_component(pos, n_pos, padded_index, padded_lookup, offsets,
                                                  slot, parent, size)
         largest[1, b] = largest_listed_component(neg, n_neg, padded_index, padded_lookup, offsets,
