@@ -189,6 +189,8 @@ def classify_bank(centre, peak_g, study_of, sampling, constant, ratio, zero_sum,
         if hi == lo:
             continue
         # 1-2: each study's runs in this plane (a run lies in one plane)
+        reached_lo = hi
+        reached_hi = lo
         first = 0
         while first < n_peaks:
             s = study_of[first]
@@ -204,6 +206,8 @@ def classify_bank(centre, peak_g, study_of, sampling, constant, ratio, zero_sum,
                     v0 = run_voxel[r]
                     for q in range(run_length[r]):
                         hits[v0 + q] += 1
+                    reached_lo = min(reached_lo, v0)
+                    reached_hi = max(reached_hi, v0 + run_length[r])
                     r += 1
                 cursor[p] = r
             # a voxel one peak reaches adds that peak's tabulated terms (peak_terms); the others
@@ -249,9 +253,9 @@ def classify_bank(centre, peak_g, study_of, sampling, constant, ratio, zero_sum,
                 weighted[v] = 0.0
                 hits[v] = 0
             first = last
-        # 3: decide the plane's voxels
+        # 3: decide the plane's voxels that a kernel reaches (elsewhere z = 0: neither passes)
         flagged = 0
-        for v in range(lo, hi):
+        for v in range(reached_lo, reached_hi):
             sw = zero_sum + sum_dw[v]
             swy = sum_wy[v]
             swy2 = sum_wy2[v]
@@ -272,7 +276,7 @@ def classify_bank(centre, peak_g, study_of, sampling, constant, ratio, zero_sum,
             flagged |= value
         if flagged == 0:
             continue
-        for v in range(lo, hi):
+        for v in range(reached_lo, reached_hi):
             value = flags[v - lo]
             if value == 0:
                 continue
