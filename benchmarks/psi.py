@@ -15,6 +15,12 @@ On the 12 ReHo studies of the CLBP example (grey-matter mask, FWHM 20 mm) and a 
    50 imputations x 1000 permutations (the cost is linear in imputations x permutations, see
    docs/methods.md, section 14.2).
 
+With ``--memory``, one whole ``psi`` run (``--imputations`` x ``--permutations`` in blocks
+of ``--block``) on a fresh LocalCluster: its wall time, each worker's resident memory before
+the run and its peak during it (sampled every 20 ms), and the bytes the workers served to
+each other and to the client; ``--save FILE.npz`` keeps the result's arrays (to compare two
+versions of the code bit for bit).
+
 With ``--impute-only``, only the imputation, at 10 and 50 imputations (``--impute-counts``):
 the time of :func:`~daskmeta.analyses.psi.impute` on the LocalCluster, then the serial time
 of each of its parts in this process (censored ML per voxel chunk, smoothing of the ML maps,
@@ -156,6 +162,54 @@ def kernel_costs(effects: np.ndarray, sizes: list[tuple[int, int]], studies: lis
           "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg()) + ")")
 
 
+def _watch_memory(dask_worker, interval: float = 0.02) -> int:
+    """Start sampling this worker process' RSS (a thread); returns the RSS now."""
+    import threading
+
+    import psutil
+
+    process = psutil.Process()
+    state = {"peak": process.memory_info().rss, "stop": threading.Event()}
+
+    def sample() -> None:
+        while not state["stop"].wait(interval):
+            state["peak"] = max(state["peak"], process.memory_info().rss)
+
+    threading.Thread(target=sample, daemon=True).start()
+    dask_worker._daskmeta_rss = state
+    return state["peak"]
+
+
+def _peak_memory(dask_worker) -> int:
+    """Stop :func:`_watch_memory`'s sampling; the peak RSS it saw."""
+    state = dask_worker._daskmeta_rss
+    state["stop"].set()
+    return max(state["peak"], __import__("psutil").Process().memory_info().rss)
+
+
+def _served(dask_worker) -> int:
+    return dask_worker.transfer_outgoing_bytes_total
+
+
+def memory_run(client, maps, imputations: int, permutations: int, block: int, save: str | None) -> None:
+    """One whole ``psi`` run: wall time, per-worker RSS before and peak, bytes served."""
+    served = sum(client.run(_served).values())
+    before = client.run(_watch_memory)
+    started = time.perf_counter()
+    result = client.compute(psi(maps, imputations, permutations, seed=1, where=WHERE,
+                                block_size=block)).result()
+    wall = time.perf_counter() - started
+    peaks = client.run(_peak_memory)
+    moved = sum(client.run(_served).values()) - served
+    print(f"psi, 12 studies x {imputations} imputations x {permutations} permutations (blocks of "
+          f"{block}), {len(peaks)} workers: {wall:.1f} s; worker RSS before / peak (GB): "
+          + ", ".join(f"{before[w] / 1e9:.2f} / {peaks[w] / 1e9:.2f}" for w in sorted(peaks))
+          + f"; {moved / 1e6:.0f} MB served by the workers; load "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
+    if save:
+        np.savez(save, **{key: result[key].values for key in result.data_vars})
+
+
 def impute_timing(client, maps, counts: list[int]) -> None:
     """Time :func:`impute` at each number of imputations, with its split (docs/methods.md, 14.1).
 
@@ -226,6 +280,10 @@ def main() -> None:
     parser.add_argument("--impute-only", action="store_true",
                         help="time only the imputation, with its split (see --impute-counts)")
     parser.add_argument("--impute-counts", type=int, nargs="+", default=[10, 50])
+    parser.add_argument("--memory", action="store_true",
+                        help="one whole psi run: time, worker RSS before and peak, bytes moved")
+    parser.add_argument("--block", type=int, default=BLOCK, help="permutations per task (--memory)")
+    parser.add_argument("--save", help="with --memory: keep the result's arrays in this .npz")
     parser.add_argument("--kernel-only", action="store_true",
                         help="impute, then only the in-process costs of the null (step 4)")
     args = parser.parse_args()
@@ -235,6 +293,9 @@ def main() -> None:
         maps = client.persist(recreate(load_studies(clbp_folder())))
         if args.impute_only:
             impute_timing(client, maps, args.impute_counts)
+            return
+        if args.memory:
+            memory_run(client, maps, args.imputations, args.permutations, args.block, args.save)
             return
         started = time.perf_counter()
         imputed = client.persist(impute(maps, args.imputations, seed=1, where=WHERE))

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from dask.callbacks import Callback
 from scipy import stats
 
 from daskmeta.analyses.psi import impute, psi
 from daskmeta.analyses.recreate import recreate
 from daskmeta.model.grid import load_mask
-from daskmeta.null.psi import _permutations, _study_noise, permuted_z
+from daskmeta.null import psi as null_psi
+from daskmeta.null.psi import CHUNK_VOXELS, _permutations, _study_noise, permuted_z
 from daskmeta.stats.effect_size import hedges_j, variance_constant
 from daskmeta.testing.simulate import TrueEffect, simulate_studies
 from daskmeta.testing.synthetic import simulate_table
@@ -129,6 +131,41 @@ def test_fwe_p_values_count_the_permutation_maxima(maps):
     expected = (1 + np.sum(result.null_min_z.values <= z[bottom])) / 6
     assert result.p_fwe_voxel.values[bottom] == pytest.approx(expected)
     assert np.all(np.sign(tfce[np.abs(z) > 0.2]) == np.sign(z[np.abs(z) > 0.2]))
+
+
+class _Results(Callback):
+    """Records the name and shape of every task's ndarray result."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        name = key[0] if isinstance(key, tuple) else key
+        if isinstance(result, np.ndarray):
+            self.seen.append((str(name).rsplit("-", 1)[0], result.shape))
+
+
+def test_null_tasks_read_one_voxel_chunk_and_the_chunks_change_nothing(maps, monkeypatch):
+    """The imputed stack is laid out (M, k, voxel chunk) by impute; each null task reads one
+    chunk, none the whole stack; narrower chunks give the same arrays, bit for bit, in the
+    maps' chunks (docs/methods.md, section 14.3)."""
+    kwargs = {"imputations": 2, "permutations": 3, "seed": 4, "block_size": 2}
+    k, n_voxels = maps.sizes["study"], maps.sizes["voxel"]
+    assert impute(maps, imputations=2, seed=4).effect.data.chunks == ((2,), (k,), maps.effect_lower.chunks[1])
+    expected = psi(maps, **kwargs).compute(scheduler="threads")
+    monkeypatch.setattr(null_psi, "STACK_CHUNK_BYTES", 2 * k * 4 * CHUNK_VOXELS)  # 4096-voxel chunks
+    narrow = psi(maps, **kwargs)
+    assert narrow.z.chunks == maps.effect_lower.chunks[1:]
+    with _Results() as results:
+        got = narrow.compute(scheduler="threads")
+    stacks = [shape for _, shape in results.seen if len(shape) == 3 and shape[:2] == (2, k)]
+    assert stacks and max(shape[2] for shape in stacks) == CHUNK_VOXELS  # never (M, k, V)
+    z_chunks = [shape for name, shape in results.seen if name == "_null_chunk"]
+    assert len(z_chunks) == 2 * -(-n_voxels // CHUNK_VOXELS)  # two blocks, every chunk
+    assert {shape[0] for shape in z_chunks} == {2, 1} and max(s[1] for s in z_chunks) == CHUNK_VOXELS
+    for key in expected.data_vars:
+        np.testing.assert_array_equal(got[key].values, expected[key].values, err_msg=key)
 
 
 @pytest.mark.slow

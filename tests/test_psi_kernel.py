@@ -14,13 +14,18 @@ import pytest
 from daskmeta.model.grid import load_mask
 from daskmeta.null import psi as null_psi
 from daskmeta.null.psi import (
+    CHUNK_VOXELS,
     _study_noise,
     _study_terms,
+    chunked_extremes,
     null_z,
     null_z_reference,
     permuted_z,
     permuted_z_reference,
     pool_imputations,
+    psi_block,
+    psi_z_chunk,
+    stack_chunks,
 )
 from daskmeta.stats import _psi_jit
 from daskmeta.stats.psi_group import one_sample_g, random_flips, random_relabels, two_sample_g
@@ -159,3 +164,40 @@ def test_study_noise_is_built_once_per_process():
     again = _study_noise(5, 4, "cached", 2, "gray_matter")
     assert again is first and not first.flags.writeable
     np.testing.assert_array_equal(first, null_psi._build_noise(5, 4, "cached", 2, "gray_matter"))
+
+
+def test_stack_chunks_start_at_multiples_of_the_kernel_chunk():
+    n_voxels = load_mask("gray_matter").n_voxels
+    maps = (16384,) * (n_voxels // 16384) + (n_voxels % 16384,)
+    assert stack_chunks(maps, 50, 12) == maps  # 39 MB a chunk: kept
+    assert stack_chunks(maps, 50, 24)[:2] == (8192, 8192)  # 79 MB: halved (nested)
+    assert stack_chunks(maps, 200, 200)[0] == CHUNK_VOXELS  # never narrower
+    odd = (10000,) * 17 + (n_voxels - 170000,)
+    assert stack_chunks(odd, 50, 12)[:2] == (24576, 24576)  # the widest aligned within 64 MiB
+    assert stack_chunks(odd, 2, 3) == (n_voxels,)
+    assert stack_chunks((n_voxels,), 50, 12)[0] == 24576
+    for chunks in (stack_chunks(maps, 50, 24), stack_chunks(odd, 50, 12), stack_chunks(maps, 9, 9, 10**6)):
+        assert sum(chunks) == n_voxels and all(c % CHUNK_VOXELS == 0 for c in chunks[:-1])
+        assert len(set(chunks[:-1])) <= 1 and chunks[-1] <= chunks[0]
+
+
+@pytest.mark.parametrize("width", [4096, 16384, 40960])
+def test_the_null_by_voxel_chunks_is_bit_identical_to_the_whole_stack(width):
+    """Each chunk task reads its (M, k, chunk) slice only; joined, the z maps and maxima are
+    those of one task over the whole stack, bit for bit."""
+    sizes = [(6, 0), (5, 4), (4, 4)]
+    studies = ["one", "two", "three"]
+    n_voxels = load_mask("gray_matter").n_voxels
+    rng = np.random.default_rng(5)
+    effects = (rng.normal(0.0, 0.5, (1, 3, n_voxels)) + rng.normal(0.0, 0.2, (2, 3, n_voxels)))
+    effects = effects.astype(np.float32)
+    whole = permuted_z(effects, sizes, studies, 7, "chunks", 2, 5, "gray_matter")
+    parts = [psi_z_chunk(np.ascontiguousarray(effects[:, :, begin:begin + width]), sizes, studies, 7,
+                         "chunks", 2, 5, "gray_matter", begin)
+             for begin in range(0, n_voxels, width)]
+    assert all(part.shape == (3, min(width, n_voxels - begin))
+               for part, begin in zip(parts, range(0, n_voxels, width), strict=True))
+    joined = np.concatenate(parts, axis=1)
+    np.testing.assert_array_equal(joined.view(np.int64), whole.view(np.int64))
+    np.testing.assert_array_equal(chunked_extremes(parts, "gray_matter"),
+                                  psi_block(effects, sizes, studies, 7, "chunks", 2, 5, "gray_matter"))

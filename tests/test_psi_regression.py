@@ -14,6 +14,7 @@ from conftest import random_studyset
 
 from daskmeta.analyses.psi import impute, psi
 from daskmeta.analyses.recreate import recreate
+from daskmeta.null import psi as null_psi
 from daskmeta.null.psi_regression import permuted_model_z, study_order
 from daskmeta.stats.freedman_lane import freedman_lane, pool_model, reduced_design, reduced_fit
 from daskmeta.stats.regression import rescale
@@ -148,6 +149,29 @@ def test_psi_model_null_equals_a_literal_freedman_lane_permutation(maps, imputed
         variances = np.reshape(variances, (2, -1))
         total = variances.mean(0) + 1.5 * slopes.var(0, ddof=1)
         np.testing.assert_allclose(z[row, voxels], slopes.mean(0) / np.sqrt(total), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("columns", [2, 3])
+def test_model_null_by_voxel_chunks_is_bit_identical(imputed, columns):
+    """The null of a linear model, one task per chunk of 4096 voxels (the one-regressor
+    kernel's tiles of 64 and the general kernel's voxels do not cross chunks)."""
+    effects, a, c, design = _model(imputed)
+    if columns == 3:
+        design = np.column_stack([design, np.random.default_rng(2).uniform(size=len(a))])
+    whole = permuted_model_z(effects, a, c, design, 3, "lm", 0, 3)
+    parts = [permuted_model_z(np.ascontiguousarray(effects[:, :, begin:begin + null_psi.CHUNK_VOXELS]),
+                              a, c, design, 3, "lm", 0, 3)
+             for begin in range(0, effects.shape[2], null_psi.CHUNK_VOXELS)]
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1).view(np.int64), whole.view(np.int64))
+
+
+def test_psi_linear_model_is_the_same_whatever_the_stack_chunks(maps, result, monkeypatch):
+    monkeypatch.setattr(null_psi, "STACK_CHUNK_BYTES", 2 * 6 * 4 * null_psi.CHUNK_VOXELS)
+    narrow = psi(maps, imputations=2, permutations=6, seed=3, regressors=["age"], name="lm", block_size=4)
+    assert narrow.z.chunks == maps.effect_lower.chunks[1:]
+    got = narrow.compute(scheduler="threads")
+    for key in result.data_vars:
+        np.testing.assert_array_equal(got[key].values, result[key].values, err_msg=key)
 
 
 def test_psi_linear_model_outputs_and_fwe(imputed, result):

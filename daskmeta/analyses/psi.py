@@ -36,10 +36,11 @@ from scipy.stats import norm
 
 from daskmeta import __version__
 from daskmeta.analyses.means import prepare_studies, study_table
+from daskmeta.analyses.recreate import VOXEL_CHUNK
 from daskmeta.io.nifti import with_mask
 from daskmeta.model.grid import GRID_SHAPE, load_mask
-from daskmeta.null.psi import pool_imputations, psi_block, study_key
-from daskmeta.null.psi_regression import observed_model, psi_model_block
+from daskmeta.null.psi import chunked_extremes, pool_imputations, psi_z_chunk, stack_chunks, study_key
+from daskmeta.null.psi_regression import observed_model, permuted_model_z
 from daskmeta.null.seeds import block_bounds
 from daskmeta.stats.censored import censored_ml
 from daskmeta.stats.imputation import coherent_uniforms, smooth_map, truncated_draws_many
@@ -171,8 +172,11 @@ def impute(
     -------
     xarray.Dataset
         ``effect`` (imputed Hedges g) and ``variance`` (``a + c effect^2``), float32, dims
-        ``(imputation, study, voxel)``; ``ml_beta`` (coefficient, voxel) and ``ml_tau2``
-        (voxel), the smoothed maximum-likelihood maps the draws came from.
+        ``(imputation, study, voxel)``, each chunk every imputation and study of a chunk of
+        voxels (:func:`~daskmeta.null.psi.stack_chunks`: the maps' voxel chunks when they are
+        multiples of 4096 voxels and hold at most 64 MiB of the stack); ``ml_beta``
+        (coefficient, voxel) and ``ml_tau2`` (voxel), the smoothed maximum-likelihood maps
+        the draws came from.
 
     Notes
     -----
@@ -210,7 +214,10 @@ def impute(
                 [imputation_seed(seed, study, m) for m in range(start, stop)], mask_name, fwhm)
             column.append(da.from_delayed(task, (stop - start, n_voxels), np.float32))
         draws.append(da.concatenate(column))
-    effect = da.stack(draws, axis=1).rechunk((1, k, lower.chunks[1]))
+    # the layout the null reads: every imputation and study of a chunk of voxels (one step,
+    # each draw task's output cut at the chunks' edges; no intermediate layout)
+    layout = ((imputations,), (k,), stack_chunks(lower.chunks[1], imputations, k))
+    effect = da.stack(draws, axis=1).rechunk(layout, method="tasks")
     variance = (a[None, :, None] + c[None, :, None] * effect.astype(np.float64) ** 2).astype(np.float32)
     smoothed_array = da.from_delayed(smoothed, (p + 1, n_voxels), np.float64)
     result = xr.Dataset(
@@ -248,6 +255,24 @@ def _tfce_map(z: np.ndarray, mask_name: str) -> np.ndarray:
 def _normal_p(z: np.ndarray) -> np.ndarray:
     """One-tailed p of z in its own direction, normal reference."""
     return norm.sf(np.abs(z))
+
+
+def _nbytes(chunk: np.ndarray, *after: object) -> int:
+    """The bytes of a chunk of the stack (``after``: tasks it waits for, see :func:`psi`)."""
+    return int(chunk.nbytes)
+
+
+def _null_chunk(stack_bytes: int, function, *args) -> np.ndarray:
+    """``function(*args)``: one voxel chunk of a block of the null, after the whole stack of
+    ``stack_bytes`` exists (:func:`psi`)."""
+    return function(*args)
+
+
+def _voxel_chunks(maps: xr.Dataset) -> tuple[int, ...]:
+    """The voxel chunks of the selected study maps (:func:`~daskmeta.analyses.means.prepare_studies`)."""
+    chunks = maps.effect_lower.chunks
+    return (chunks[-1] if chunks is not None
+            else da.core.normalize_chunks(VOXEL_CHUNK, (maps.sizes["voxel"],))[0])
 
 
 def _null_maxima(blocks: list[np.ndarray]) -> np.ndarray:
@@ -295,6 +320,22 @@ def psi(
         (family-wise, from the permutation maxima by sign); over ``randomization``:
         ``null_max_z, null_min_z, null_max_tfce, null_min_tfce``.
 
+    Notes
+    -----
+    The imputed stack is chunked by voxels only (:func:`impute`: every imputation and study
+    of a chunk, ``M x k x chunk`` float32, 39 MB for 50 imputations, 12 studies and 16384
+    voxels; at most 64 MiB where the chunk can be cut to fit). Each block of permutations is
+    one task per voxel chunk, which reads that chunk only and returns the block's z maps
+    over it ((P, chunk) float64), and one task that joins them and takes the maxima of z and
+    TFCE (TFCE needs each permutation's whole map: (P, V) float64, 14 MB for a block of 10
+    on the grey-matter mask). The null starts once the whole stack and the observed maps
+    exist. No task holds the whole stack: a worker holds the chunks placed on it (the stack
+    divided among the workers; a task it steals to balance the load fetches a copy of one
+    chunk), and a null task adds its chunk, the studies' whole-mask subject noise (built once
+    per process, at most 2 GiB: :mod:`daskmeta.null.psi`) and per-chunk buffers; the maps of
+    at most a few blocks wait for their TFCE. Results do not depend on the chunks
+    (docs/methods.md, section 14.3; benchmarks/README.md, SDM-PSI).
+
     References
     ----------
     Albajes-Eizagirre A et al. (2019). NeuroImage 186:174.
@@ -307,7 +348,7 @@ def psi(
     imputed = impute(maps, imputations, seed, where, studies, regressors, name)
     mask_name = imputed.attrs["mask"]
     n_voxels = imputed.sizes["voxel"]
-    effect = imputed.effect.data.rechunk({0: -1, 1: -1})
+    effect = imputed.effect.data.rechunk({0: -1, 1: -1})  # as impute returns it
     variance = imputed.variance.data.rechunk({0: -1, 1: -1})
     design = np.asarray(imputed.attrs["design"], dtype=np.float64)
     if regressors:
@@ -328,18 +369,31 @@ def psi(
     data["p"] = (("voxel",), da.map_blocks(_normal_p, z, dtype=np.float64))
     data["tfce"] = (("voxel",), tfce_values)
     if permutations:
-        whole = effect.rechunk(effect.shape).to_delayed().ravel()[0]
-        if regressors:
-            blocks = [dask.delayed(psi_model_block, pure=True)(whole, a, c, design, seed, name, start,
-                                                               stop, mask_name)
-                      for start, stop in block_bounds(permutations, block_size)]
-        else:
+        if not regressors:
             n1, n2 = sizes_of(selected_table(maps, imputed), name)
             sizes = [(int(x), int(y) if np.isfinite(y) else 0) for x, y in zip(n1, n2, strict=True)]
             names = [str(s) for s in imputed.study.values]
-            blocks = [dask.delayed(psi_block, pure=True)(whole, sizes, names, seed, name, start, stop,
-                                                         mask_name)
-                      for start, stop in block_bounds(permutations, block_size)]
+        # each voxel chunk of the stack and its first voxel. The null's tasks wait for the whole
+        # stack and the observed maps (a task of each chunk's size, computed where it lies):
+        # started on the first chunks, a worker would run every block of them before the others
+        # were assembled, and their z maps would wait for each block's TFCE; and the observed
+        # maps' float64 temporaries would come on top of the null's subject noise
+        pieces = list(zip(effect.to_delayed(optimize_graph=False).ravel(),
+                          np.cumsum((0, *effect.chunks[2]))[:-1].tolist(), strict=True))
+        observed = pooled.to_delayed(optimize_graph=False).ravel()
+        stack = dask.delayed(sum, pure=True)([dask.delayed(_nbytes, pure=True)(piece, done)
+                                              for (piece, _), done in zip(pieces, observed, strict=True)])
+        task = dask.delayed(_null_chunk, pure=True)
+        blocks = []
+        for start, stop in block_bounds(permutations, block_size):
+            if regressors:
+                z_chunks = [task(stack, permuted_model_z, piece, a, c, design, seed, name, start, stop)
+                            for piece, _ in pieces]
+            else:
+                z_chunks = [task(stack, psi_z_chunk, piece, sizes, names, seed, name, start, stop, mask_name,
+                                 begin)
+                            for piece, begin in pieces]
+            blocks.append(dask.delayed(chunked_extremes, pure=True)(z_chunks, mask_name))
         maxima = da.from_delayed(dask.delayed(_null_maxima, pure=True)(blocks), (4, permutations),
                                  np.float64)
         for row, key in enumerate(("null_max_z", "null_min_z", "null_max_tfce", "null_min_tfce")):
@@ -350,6 +404,10 @@ def psi(
     else:
         nothing = da.full((n_voxels,), np.nan, chunks=z.chunks)
         data["p_fwe_voxel"] = data["p_fwe_tfce"] = (("voxel",), nothing)
+    chunks = _voxel_chunks(maps)
+    if chunks != z.chunks[0]:  # the stack's chunks differ from the maps' (see stack_chunks)
+        data = {key: (dims, value.rechunk(chunks) if dims == ("voxel",) else value)
+                for key, (dims, value) in data.items()}
     coords = {key: value for key, value in imputed.coords.items()
               if key not in ("imputation", "coefficient", "study") and "study" not in value.dims}
     result = xr.Dataset(data, coords=coords)

@@ -1,18 +1,22 @@
 """The permutation null of SDM-PSI: blocks of subject-image permutations on Dask.
 
-docs/methods.md, section 14.3. A task handles a block of permutations against the whole
-``(imputation, study, voxel)`` stack of imputed effects (one graph task, fetched once per
-worker): it builds each study's preliminary subject images from the study's seed (inside the
-task; they never travel through the scheduler), draws the block's sign flips (one-sample) or
-relabellings (two-sample), the same for every imputation, and computes for each permutation
-the permuted Hedges g of every study and imputation by algebra
-(:mod:`daskmeta.stats.psi_group`), DerSimonian-Laird per imputation, Rubin's rules across
-imputations (fused in one compiled kernel, :mod:`daskmeta.stats._psi_jit`; the NumPy path
-:func:`null_z_reference` is the tests' reference), then the maxima of z and of TFCE, by
-sign. A worker process builds each study's standardised noise once and keeps it for the
-later blocks of the analysis. Permutation ``b`` of study ``s``
-draws from ``SeedSequence(seed, spawn_key=(crc32(name), b, crc32(s)))``: the same numbers
-whatever the block size or the workers.
+docs/methods.md, section 14.3. The null of a block of permutations is one Dask task per
+voxel chunk of the ``(imputation, study, voxel)`` stack of imputed effects
+(:func:`psi_z_chunk`: it reads that chunk only, shape ``(M, k, chunk)``) and one task that
+joins the block's z maps and takes their maxima (:func:`chunked_extremes`; TFCE needs the
+whole map of each permutation). A chunk task builds each study's preliminary subject
+images from the study's seed (inside the task; they never travel through the scheduler),
+draws the block's sign flips (one-sample) or relabellings (two-sample), the same for every
+imputation and chunk, and computes for each permutation the permuted Hedges g of every
+study and imputation by algebra (:mod:`daskmeta.stats.psi_group`), DerSimonian-Laird per
+imputation, Rubin's rules across imputations (fused in one compiled kernel,
+:mod:`daskmeta.stats._psi_jit`; the NumPy path :func:`null_z_reference` is the tests'
+reference). Every computation is per voxel, and the chunks start at multiples of
+:data:`CHUNK_VOXELS` (:func:`stack_chunks`), so the z maps are bit for bit those of the
+whole stack in one task (:func:`psi_block`). A worker process builds each study's
+standardised noise once and keeps it for the later blocks of the analysis. Permutation ``b``
+of study ``s`` draws from ``SeedSequence(seed, spawn_key=(crc32(name), b, crc32(s)))``: the
+same numbers whatever the block size, the chunks or the workers.
 """
 
 from __future__ import annotations
@@ -37,7 +41,12 @@ from daskmeta.stats.tfce import Neighbours, neighbours, tfce_maxima
 #: (:func:`permuted_z_reference`).
 SLAB_ELEMENTS = 20_000_000
 #: Voxels per chunk of :func:`permuted_z`: the chunk's noise terms (k, P, chunk) float64.
+#: The voxel chunks of the imputed stack start at multiples of it (:func:`stack_chunks`).
 CHUNK_VOXELS = 4096
+#: Most bytes of one voxel chunk of the imputed stack, ``M x k x chunk`` float32, where the
+#: chunk can be cut down to fit (at least :data:`CHUNK_VOXELS` voxels): what one null task
+#: reads (:func:`stack_chunks`).
+STACK_CHUNK_BYTES = 64 * 1024**2
 #: Most bytes of standardised subject noise a process keeps between blocks (least recently
 #: used studies are dropped first); the 12 ReHo studies of the CLBP example take 545 MB.
 NOISE_CACHE_BYTES = 2 * 1024**3
@@ -289,11 +298,61 @@ def permuted_z_reference(effects: np.ndarray, sizes: list[tuple[int, int]], stud
     return null_z_reference(effects, sizes, noise, perms)
 
 
+def stack_chunks(voxel_chunks: tuple[int, ...], n_imputations: int, k: int,
+                 budget: int | None = None) -> tuple[int, ...]:
+    """Voxel chunks of the imputed stack ``(M, k, V)``: regular, multiples of :data:`CHUNK_VOXELS`.
+
+    ``voxel_chunks`` (the study maps' chunks) are kept when they are regular, multiples of
+    :data:`CHUNK_VOXELS` (the last excepted) and hold at most ``budget`` bytes of float32
+    ``(M, k, chunk)``; a larger aligned chunk is cut into equal aligned parts (nested: no
+    data crosses chunks); otherwise the chunks are the widest multiple of
+    :data:`CHUNK_VOXELS` within ``budget`` (at least :data:`CHUNK_VOXELS`; default
+    :data:`STACK_CHUNK_BYTES`). Starting every chunk at a multiple of :data:`CHUNK_VOXELS`
+    keeps :func:`null_z`'s inner chunks, hence its arithmetic, those of the whole stack.
+    """
+    budget = STACK_CHUNK_BYTES if budget is None else budget
+    n_voxels = int(sum(voxel_chunks))
+    row = 4 * max(1, n_imputations) * max(1, k)
+    widest = max(1, budget // (row * CHUNK_VOXELS)) * CHUNK_VOXELS
+    first = int(voxel_chunks[0])
+    if len(voxel_chunks) == 1:
+        width = n_voxels if n_voxels * row <= budget else widest
+    elif first % CHUNK_VOXELS == 0 and all(c == first for c in voxel_chunks[:-1]):
+        parts = first // CHUNK_VOXELS
+        width = CHUNK_VOXELS * max([d for d in range(1, parts + 1)
+                                    if parts % d == 0 and d * CHUNK_VOXELS <= widest] or [1])
+    else:
+        width = widest
+    full, rest = divmod(n_voxels, width)
+    return (width,) * full + ((rest,) if rest else ())
+
+
+def psi_z_chunk(effects: np.ndarray, sizes: list[tuple[int, int]], studies: list[str], seed: int,
+                name: str, start: int, stop: int, mask_name: str, begin: int) -> np.ndarray:
+    """:func:`permuted_z` on one voxel chunk of the stack: ``effects`` (M, k, chunk) holds the
+    voxels ``begin..begin+chunk-1`` of the mask; returns (P, chunk).
+
+    The noise is the process' cached whole-mask noise (:func:`_study_noise`), sliced (a
+    view). With ``begin`` a multiple of :data:`CHUNK_VOXELS`, equal bit for bit to those
+    columns of :func:`permuted_z` on the whole stack.
+    """
+    noise, perms = block_inputs(sizes, studies, seed, name, start, stop, mask_name)
+    width = effects.shape[2]
+    return null_z(effects, sizes, [part[:, begin:begin + width] for part in noise], perms)
+
+
+def chunked_extremes(z_chunks: list[np.ndarray], mask_name: str) -> np.ndarray:
+    """:func:`null_extremes` of a block's z maps given by voxel chunks ``(P, chunk)``, in order."""
+    return null_extremes(np.concatenate(z_chunks, axis=1), mask_name)
+
+
 def psi_block(effects: np.ndarray, sizes: list[tuple[int, int]], studies: list[str], seed: int,
               name: str, start: int, stop: int, mask_name: str) -> np.ndarray:
     """Null maxima of permutations ``start..stop-1``: rows ``max z, min z, max TFCE, min TFCE``.
 
-    ``min TFCE`` is the most negative TFCE (``-`` the maximum of the negative part).
+    ``min TFCE`` is the most negative TFCE (``-`` the maximum of the negative part). The
+    whole stack in one task: :func:`daskmeta.psi` runs :func:`psi_z_chunk` per voxel chunk
+    and :func:`chunked_extremes` instead, with the same result (tests and benchmarks).
     """
     return null_extremes(permuted_z(effects, sizes, studies, seed, name, start, stop, mask_name),
                          mask_name)
