@@ -132,13 +132,16 @@ def test_kernel_on_given_noise_terms_and_the_guard():
     np.testing.assert_allclose(part, expected[:, 150:250], rtol=RTOL, atol=ATOL)
 
 
-def test_permuted_z_equals_the_old_path_on_the_mask():
-    sizes = [(6, 0), (5, 4), (4, 4)]
-    studies = ["one", "two", "three"]
+def _three_studies(seed):
+    """A one-sample and two two-sample studies, two imputations over the grey-matter mask."""
     n_voxels = load_mask("gray_matter").n_voxels
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     effects = (rng.normal(0.0, 0.5, (1, 3, n_voxels)) + rng.normal(0.0, 0.2, (2, 3, n_voxels)))
-    effects = effects.astype(np.float32)
+    return [(6, 0), (5, 4), (4, 4)], ["one", "two", "three"], effects.astype(np.float32)
+
+
+def test_permuted_z_equals_the_old_path_on_the_mask():
+    sizes, studies, effects = _three_studies(3)
     fused = permuted_z(effects, sizes, studies, 7, "kernel", 3, 5, "gray_matter")
     reference = permuted_z_reference(effects, sizes, studies, 7, "kernel", 3, 5, "gray_matter")
     np.testing.assert_allclose(fused, reference, rtol=RTOL, atol=ATOL)
@@ -185,12 +188,8 @@ def test_stack_chunks_start_at_multiples_of_the_kernel_chunk():
 def test_the_null_by_voxel_chunks_is_bit_identical_to_the_whole_stack(width):
     """Each chunk task reads its (M, k, chunk) slice only; joined, the z maps and maxima are
     those of one task over the whole stack, bit for bit."""
-    sizes = [(6, 0), (5, 4), (4, 4)]
-    studies = ["one", "two", "three"]
-    n_voxels = load_mask("gray_matter").n_voxels
-    rng = np.random.default_rng(5)
-    effects = (rng.normal(0.0, 0.5, (1, 3, n_voxels)) + rng.normal(0.0, 0.2, (2, 3, n_voxels)))
-    effects = effects.astype(np.float32)
+    sizes, studies, effects = _three_studies(5)
+    n_voxels = effects.shape[2]
     whole = permuted_z(effects, sizes, studies, 7, "chunks", 2, 5, "gray_matter")
     parts = [psi_z_chunk(np.ascontiguousarray(effects[:, :, begin:begin + width]), sizes, studies, 7,
                          "chunks", 2, 5, "gray_matter", begin)
