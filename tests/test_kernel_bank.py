@@ -14,6 +14,7 @@ import pytest
 
 from daskmeta.model.grid import load_mask
 from daskmeta.null import kernel_bank as kb
+from daskmeta.null.cluster_extent import flat_peaks
 from daskmeta.stats.labelling import largest_cluster
 from daskmeta.stats.peak_kernel import kernel_radius, peak_kernels, sigma_from_fwhm
 from daskmeta.stats.sdm_model import variance_model
@@ -136,7 +137,7 @@ def test_bank_cluster_block_at_thresholds_on_voxel_values(bank):
     """Thresholds set exactly at voxels' z: the certificate must send them to the exact path."""
     mask = load_mask("gray_matter")
     peak_g = _peak_g([6, 2, 9, 4, 7, 1, 5], seed=4)
-    g, study_of = kb._peaks(peak_g)
+    g, study_of = flat_peaks(peak_g)
     sampling, constant = variance_model(N1, N2)
     centre = kb._relocated_centres(8, "exact", 0, 1, len(g), len(bank.centres))[0]
     z = kb.bank_relocated_z(centre, g, study_of, sampling, constant, bank, mask.n_voxels)

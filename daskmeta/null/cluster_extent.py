@@ -61,6 +61,7 @@ __all__ = [
     "SpanLayout",
     "cluster_null_block",
     "cluster_null_block_fused",
+    "flat_peaks",
     "largest_clusters",
     "neighbourhood",
     "paster",
@@ -255,6 +256,15 @@ def relocated_z(
     return paster(mask_name, float(fwhm)).pooled_z(*peaks, sampling, constant)
 
 
+def flat_peaks(peak_g: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """All studies' finite peak effects of a NaN-padded ``(study, peak)`` array, study after
+    study, and the study of each (the order in which the nulls relocate them)."""
+    peak_g = np.asarray(peak_g, dtype=np.float64)
+    counts = np.isfinite(peak_g).sum(1)
+    g = np.concatenate([peak_g[s, :count] for s, count in enumerate(counts)] + [np.zeros(0)])
+    return g, np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+
+
 def _certifiable(sampling: NDArray[np.float64], constant: NDArray[np.float64],
                  g: NDArray[np.float64]) -> bool:
     """Whether the certified pass's error bounds hold: ``a > 0``, ``c >= 0``, all finite."""
@@ -375,8 +385,7 @@ def cluster_null_block(
 
     peak_g = np.asarray(peak_g, dtype=np.float64)
     sampling, constant = variance_model(n1, n2)
-    counts = np.isfinite(peak_g).sum(1)
-    g = np.concatenate([peak_g[study, :count] for study, count in enumerate(counts)] + [np.zeros(0)])
+    g, study_of = flat_peaks(peak_g)
     if not _certifiable(sampling, constant, g):
         return cluster_null_block_fused(peak_g, n1, n2, seed, name, start, stop, mask_name, fwhm,
                                         thresholds)
@@ -388,11 +397,10 @@ def cluster_null_block(
         # the draws of relocated_peaks, without rebuilding g each time
         voxels[row] = np.random.default_rng(sequence).integers(0, mask.n_voxels, len(g))
     peak_ijk = np.ascontiguousarray(mask.ijk[voxels], dtype=np.int64)
-    study_of = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
     largest = np.zeros((2, n), dtype=np.int64)
     _sparse_kernel.cluster_null_randomizations(
         peak_ijk, g, study_of, sampling, constant, float(thresholds[0]), float(thresholds[1]),
-        _tolerance(len(counts)), *_layout_arguments(mask_name, fwhm), hood.padded_index,
+        _tolerance(len(sampling)), *_layout_arguments(mask_name, fwhm), hood.padded_index,
         hood.padded_lookup, hood.offsets, largest, np.zeros(n, np.int64))
     empty = np.zeros(n)
     return NullSummary(np.zeros(N_HIST, np.int64), empty, empty, largest[0], largest[1])

@@ -236,14 +236,6 @@ def _relocated_centres(seed: int, name: str, start: int, stop: int, n_peaks: int
     return out
 
 
-def _peaks(peak_g: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-    """All studies' finite peak effects, study after study, and the study of each."""
-    peak_g = np.asarray(peak_g, dtype=np.float64)
-    counts = np.isfinite(peak_g).sum(1)
-    g = np.concatenate([peak_g[s, :count] for s, count in enumerate(counts)] + [np.zeros(0)])
-    return g, np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-
-
 def bank_relocated_z(centre: NDArray[np.int64], g: NDArray[np.float64], study_of: NDArray[np.int64],
                      sampling: NDArray[np.float64], constant: NDArray[np.float64],
                      bank: KernelBank, n_voxels: int) -> NDArray[np.float64]:
@@ -283,7 +275,9 @@ def bank_relocated_z(centre: NDArray[np.int64], g: NDArray[np.float64], study_of
 
 
 def _arguments(peak_g, n1, n2):
-    g, study_of = _peaks(peak_g)
+    from daskmeta.null.cluster_extent import flat_peaks
+
+    g, study_of = flat_peaks(peak_g)
     sampling, constant = variance_model(n1, n2)
     return g, study_of, sampling, constant
 
