@@ -190,3 +190,123 @@ def test_bank_cluster_block_degenerate_cases(bank, case):
     np.testing.assert_array_equal(got.max_cluster_neg, expected.max_cluster_neg)
     if case == "odd thresholds":  # every voxel passes both
         assert got.max_cluster_pos[0] == expected.max_cluster_pos[0] > 100_000
+
+
+def test_cell_bank_holds_the_patches(bank):
+    """Cell-major records give back each centre's patch: the same voxels and codes."""
+    cells = kb.cell_bank("gray_matter", 20.0, 1.0, 1.0)
+    coarse = kb.coarse_cells("gray_matter")
+    words = np.asarray(cells.cell_record).view(np.uint32)[:, 7]
+    for row in (0, 17, 2048, kb.BANK_SIZE - 1):
+        voxels, kernel = bank.patch(row)
+        entries = range(int(cells.cell_first[row]), int(cells.cell_first[row + 1]))
+        got_voxels, got_codes = [], []
+        for m in entries:
+            bits = [b for b in range(27) if (int(words[m]) >> b) & 1]
+            assert bits and len(bits) <= 27
+            got_voxels += [coarse.voxel[cells.cell_id[m], b] for b in bits]
+            codes = [int(cells.cell_record[m, b]) for b in bits]
+            assert min(codes) == cells.cell_code[m]  # the largest kernel of the entry
+            got_codes += codes
+        order = np.argsort(got_voxels)
+        np.testing.assert_array_equal(np.asarray(got_voxels)[order], voxels)
+        np.testing.assert_array_equal(bank.levels[np.asarray(got_codes)[order]], kernel)
+        assert len(set(cells.cell_id[list(entries)])) == len(entries)  # one entry per cell
+
+
+def _screen_one_cell(u_code, g, study_of, sampling, constant, thresholds):
+    """The screen of a one-cell bank whose centre ``p`` reaches the cell at code ``u_code[p]``."""
+    from daskmeta.stats import _bank_null_jit as jit
+
+    levels = kb.quantized(np.ones(1), 20.0)[1]
+    n = len(g)
+    taus, growth = kb.screen_grid(g, study_of, sampling, constant)
+    inv_tau = 1.0 / (sampling[:, None] + taus[None, :])
+    bound = np.empty((n, len(levels), 3))
+    jit.screen_terms(levels, g, study_of, sampling, constant, bound)
+    candidate = np.zeros(1, np.uint8)
+    jit.screen_cells(np.arange(n), g, study_of, sampling, constant, *thresholds,
+                     np.arange(n + 1), np.zeros(n, np.int32), np.asarray(u_code, np.uint8), levels,
+                     bound, inv_tau, inv_tau.sum(0), taus, growth, np.zeros((2, 1)),
+                     np.empty((2, 1), np.int64), np.empty(1, np.int64), np.empty((n, 4), np.int64),
+                     np.zeros((5, 1)), np.empty((1, len(taus), 3)), candidate)
+    return bool(candidate[0]), levels
+
+
+def test_screen_bound_holds_for_any_effects_and_tau2():
+    """docs/methods.md 5.4: no voxel of a cell the screen rules out can pass, whatever each study's
+    effect within its kernel-scaled range and whatever tau2 the random-effects fit picks.
+
+    Random studies (one- and two-sample, peaks of both signs, some beyond the variance model's
+    turning point), a one-cell bank; the largest random-effects z over sampled effects and tau2
+    (including DerSimonian-Laird's) must be flagged, and a threshold far above it must not.
+    """
+    gen = np.random.default_rng(7)
+    for trial in range(60):
+        k = int(gen.integers(2, 9))
+        n1 = gen.integers(8, 90, k).astype(float)
+        n2 = np.where(gen.random(k) < 0.3, np.nan, gen.integers(8, 90, k).astype(float))
+        sampling, constant = variance_model(n1, n2)
+        counts = gen.integers(0, 4, k)
+        study_of = np.repeat(np.arange(k), counts)
+        g = gen.choice([-1.0, 1.0], len(study_of)) * gen.uniform(0.05, 3.5, len(study_of))
+        code = gen.integers(0, 256, len(study_of))
+        levels = kb.quantized(np.ones(1), 20.0)[1]
+        value = levels[code] * g
+        upper = np.array([max([0.0, *value[study_of == s][value[study_of == s] > 0]]) for s in range(k)])
+        lower = np.array([min([0.0, *value[study_of == s][value[study_of == s] < 0]]) for s in range(k)])
+        y = gen.uniform(lower, upper, (4000, k))
+        y[:8] = np.where(np.arange(8)[:, None] % 2 == 0, upper, lower)  # corners
+        y[8] = 0.0
+        v = sampling + constant * y**2
+        w = 1.0 / v
+        mu = (w * y).sum(1) / w.sum(1)
+        q = (w * (y - mu[:, None]) ** 2).sum(1)
+        tau_dl = np.maximum(0.0, (q - (k - 1)) / (w.sum(1) - (w**2).sum(1) / w.sum(1)))
+        best_pos, best_neg = 0.0, 0.0
+        for tau2 in [tau_dl, *np.array([0.0, 1e-3, 0.01, 0.05, 0.2, 1.0, 5.0])[:, None]]:
+            ws = 1.0 / (v + np.broadcast_to(tau2, (len(y),))[:, None])
+            z = (ws * y).sum(1) / np.sqrt(ws.sum(1))
+            best_pos, best_neg = max(best_pos, z.max()), min(best_neg, z.min())
+        if best_pos > 0:
+            assert _screen_one_cell(code, g, study_of, sampling, constant, (best_pos, -1e9))[0], trial
+            assert not _screen_one_cell(code, g, study_of, sampling, constant, (2 * best_pos + 0.2, -1e9))[0]
+        if best_neg < 0:
+            assert _screen_one_cell(code, g, study_of, sampling, constant, (1e9, best_neg))[0], trial
+
+
+def test_screen_rules_out_only_cells_without_passing_voxels(bank, clbp):
+    """The reference example: at thresholds across the null z range, every voxel that passes lies
+    in a flagged cell; at the example's thresholds most cells are ruled out."""
+    peak_g, n1, n2 = clbp
+    mask = load_mask("gray_matter")
+    g, study_of = flat_peaks(peak_g)
+    sampling, constant = variance_model(n1, n2)
+    cell_of = kb.coarse_cells("gray_matter").cell_of
+    for centre in kb._relocated_centres(5, "screen", 0, 3, len(g), len(bank.centres)):
+        z = kb.bank_relocated_z(centre, g, study_of, sampling, constant, bank, mask.n_voxels)
+        for q in (0.5, 0.9, 0.99, 0.999, 1.0):
+            thresholds = (float(np.quantile(z[z > 0], q)), float(np.quantile(z[z < 0], 1 - q)))
+            flagged = kb.screen_candidates(centre, g, study_of, sampling, constant, thresholds,
+                                           "gray_matter", 20.0, 1.0, 1.0)
+            passing = (z >= thresholds[0]) | (z <= thresholds[1])
+            assert flagged[cell_of[passing]].all()
+        flagged = kb.screen_candidates(centre, g, study_of, sampling, constant, CLBP_THRESHOLDS,
+                                       "gray_matter", 20.0, 1.0, 1.0)
+        assert 0 < flagged.mean() < 0.2
+
+
+def test_tau_grid_bounds_the_growth():
+    taus, growth = kb.tau_grid(0.16, 0.02)
+    assert taus[0] == 0 and np.isclose(taus[-1], 0.16 - 2 * 0.02) and growth[-1] == 1
+    assert np.all(np.diff(taus) > 0) and np.all(growth[:-1] <= kb.SCREEN_WIDEN) and np.all(growth >= 1)
+    # between points, (A + t_j)^2 / (A + t)^2 (alpha + t) / (alpha + t_j) stays within the growth
+    for j in range(len(taus) - 1):
+        t = np.linspace(taus[j], taus[j + 1], 50)
+        h = ((0.16 + taus[j]) / (0.16 + t)) ** 2 * (0.02 + t) / (0.02 + taus[j])
+        assert h.max() <= growth[j] * (1 + 1e-12)
+    t = np.linspace(taus[-1], 50, 200)
+    assert (((0.16 + taus[-1]) / (0.16 + t)) ** 2 * (0.02 + t) / (0.02 + taus[-1])).max() <= 1 + 1e-12
+    taus, growth = kb.tau_grid(0.05, 0.03)  # A <= 2 alpha: the bound only falls beyond tau2 = 0
+    np.testing.assert_array_equal(taus, [0.0])
+    np.testing.assert_array_equal(growth, [1.0])

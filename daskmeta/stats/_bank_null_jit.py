@@ -3,16 +3,27 @@
 Imported lazily by :mod:`daskmeta.null.kernel_bank`; compiled like
 :mod:`daskmeta.stats._sparse_null_jit` (single-threaded, IEEE semantics, no fastmath).
 
-Each relocated peak sits on a *bank centre* whose kernel is stored as a sparse patch: runs of
-consecutive voxel-vector positions within a grid plane, and one byte per voxel that indexes a
-table of kernel values. :func:`classify_bank`
-scatters every study's patches into dense per-voxel sums ``T = sum K`` and ``W = sum K^2 g``
-(in peak order, as the reference's ``bincount`` adds them), turns the voxels the study reached
-into its DerSimonian-Laird terms relative to a zero effect, and decides each reached voxel
-against the two thresholds from the fast z where that decision is certified, with the
-reference arithmetic otherwise (the argument of :mod:`daskmeta.null.cluster_extent`, which
-holds term for term: only the way a study's kernels are found differs). A voxel no kernel
-reaches has ``z = 0`` exactly. :func:`bank_null_randomizations` labels the passing voxels.
+Each relocated peak sits on a *bank centre* whose kernel is stored twice: as runs of
+consecutive voxel-vector positions within a grid plane (the reference reads these) and, for
+this module, *cell-major*: for each coarse cell (a cube of ``CELL^3`` grid voxels) the centre
+reaches, a bit mask of the cell's voxels it reaches, their codes (one byte per voxel, indexing a
+table of kernel values) in bit order and the smallest code (largest kernel) among them.
+
+One randomization (:func:`bank_null_randomizations`):
+
+1. :func:`screen_cells` bounds every cell's SDM-Z from each study's largest kernel-scaled
+   effect in the cell and flags the cells where a voxel may pass a threshold;
+2. :func:`cell_lists` lists, for each flagged cell, the peaks that reach it, in peak order;
+3. :func:`classify_cell` recreates and pools the flagged cells only: each study's kernels are
+   combined into ``T = sum K`` and ``W = sum K^2 g`` (in peak order, as the reference's
+   ``bincount`` adds them), turned into DerSimonian-Laird terms relative to a zero effect, and
+   each voxel is decided against the two thresholds from the fast z where that decision is
+   certified, with the reference arithmetic otherwise (the argument of
+   :mod:`daskmeta.null.cluster_extent`, which holds term for term);
+4. the passing voxels are labelled (:func:`~daskmeta.stats._sparse_null_jit.largest_listed_component`).
+
+A voxel no kernel reaches has ``z = 0`` exactly; a voxel outside the flagged cells passes
+neither threshold (the screen's bound).
 
 References
 ----------
@@ -26,12 +37,21 @@ import numpy as np
 
 from daskmeta.stats._pooling_jit import Q_MARGIN, _jit
 from daskmeta.stats._sparse_null_jit import (
-    CODE_EXACT,
-    CODE_NEG,
-    CODE_POS,
     largest_listed_component,
     study_sums_z,
 )
+
+#: Position of the set bit of a power of two ``x < 2^32`` from ``((x * 0x077CB531) mod 2^32) >> 27``
+#: (a de Bruijn sequence; Leiserson, Prokop and Randall 1998).
+_DE_BRUIJN = np.array([0, 1, 28, 2, 29, 14, 24, 3, 30, 22, 20, 15, 25, 17, 4, 8, 31, 27, 13, 23, 21,
+                       19, 16, 7, 26, 12, 18, 6, 11, 5, 10, 9], dtype=np.int64)
+
+
+@_jit
+def lowest_bit(bits):
+    """Index of the lowest set bit of a nonzero uint32 ``bits``."""
+    low = bits & (~bits + np.uint32(1))
+    return _DE_BRUIJN[((np.uint64(low) * np.uint64(0x077CB531)) & np.uint64(0xFFFFFFFF)) >> np.uint64(27)]
 
 
 @_jit
@@ -56,28 +76,6 @@ def patch_kernel(start, run_start, run_voxel, run_length, run_offset, code, leve
     """The kernel of bank centre ``centre`` at voxel ``v`` (0 off its patch; binary search of its runs)."""
     return run_kernel(run_start[centre], run_start[centre + 1], start[centre], run_voxel, run_length,
                       run_offset, code, levels, v)
-
-
-@_jit
-def bank_voxel_z(v, centre, peak_g, study_of, start, plane_lo, plane_hi, run_voxel, run_length,
-                 run_offset, code, levels, sampling, constant, y, tot, wei):
-    """SDM-Z of voxel ``v`` with the reference's arithmetic (:func:`study_sums_z`).
-
-    ``plane_lo[p]:plane_hi[p]`` are peak ``p``'s runs in ``v``'s plane (runs never cross a
-    plane, so no other run can hold ``v``).
-    """
-    k = sampling.shape[0]
-    for s in range(k):
-        tot[s] = 0.0
-        wei[s] = 0.0
-    for p in range(centre.shape[0]):
-        value = run_kernel(plane_lo[p], plane_hi[p], start[centre[p]], run_voxel, run_length,
-                           run_offset, code, levels, v)
-        if value > 0.0:
-            s = study_of[p]
-            tot[s] += value
-            wei[s] += value * value * peak_g[p]
-    return study_sums_z(tot, wei, sampling, constant, y)
 
 
 @_jit
@@ -106,237 +104,528 @@ def peak_terms(levels, peak_g, study_of, sampling, constant, ratio, terms):
 
 
 @_jit
-def classify_bank(centre, peak_g, study_of, sampling, constant, ratio, zero_sum, z_pos, z_neg, tol,
-                  start, run_start, run_voxel, run_length, run_offset, code, levels, plane_first,
-                  terms, cursor, entry, plane_lo, hits, shared, total, weighted, sum_dw, sum_wy,
-                  sum_wy2, flags, y, tot, wei, pos, neg):
-    """The voxels of one randomization whose SDM-Z passes ``z >= z_pos`` / ``z <= z_neg``.
-
-    Exactly the voxels at which the reference (each study's map ``sum K^2 g / sum K`` of its
-    patches, pooled by ``pooled_z``) passes each threshold, for ``z_neg < 0 < z_pos`` and at
-    least two studies:
-
-    Plane by plane of the grid (the voxel vector is in C order, so a plane is a stretch of
-    positions and its sums stay in cache):
-
-    1. each study's runs in the plane are visited once to count, for each voxel, how many of
-       the study's peaks reach it (a run: consecutive voxel positions within one plane);
-    2. and once more: a voxel one peak reaches adds that peak's terms relative to a zero
-       effect, tabulated by kernel level (:func:`peak_terms`: ``T = 0 + K = K`` and ``W = 0 +
-       K^2 g = K^2 g`` exactly); a voxel several peaks reach gathers ``T = sum K`` and ``W =
-       sum K^2 g`` in peak order, then adds its terms once, ``w - w_0 = -(c/a) W^2 / D``,
-       ``w y = T W / D``, ``w y^2 = W^2 / D`` with ``D = a T^2 + c W^2`` (one division);
-    3. every voxel's ``z`` and one-pass Q test of the plane come from ``sum w = sum_s w_0,s +
-       sum (w - w_0)`` and the other sums (``z = 0`` where no kernel reaches); where ``z`` lies beyond
-       its error bound from both thresholds and ``tau2 = 0`` is certain the fast decision
-       stands, every other voxel is recomputed by :func:`bank_voxel_z`.
+def build_cells(start, run_start, run_voxel, run_length, code, cell_of, cell_local, n_cells):
+    """The bank's cell-major layout (see the module docstring).
 
     Parameters
     ----------
-    centre : ndarray of int64, shape (n_peaks,)
-        The bank centre of each relocated peak, study after study.
-    peak_g : ndarray of float64, shape (n_peaks,)
-    study_of : ndarray of int64, shape (n_peaks,)
-        Non-decreasing.
-    sampling, constant, ratio : ndarray of float64, shape (n_studies,)
-        ``a > 0``, ``c >= 0`` and ``c / a`` of each study.
-    zero_sum : float
-        ``sum_s 1 / a_s``.
-    z_pos, z_neg : float
-        The thresholds (``z_neg < 0 < z_pos``).
-    tol : float
-        Relative factor of the error bounds (``1e-12 (k + 4)``).
-    start, run_start, run_voxel, run_length, run_offset, code, levels : ndarray
-        The bank's patches (:class:`~daskmeta.null.kernel_bank.KernelBank`): centre ``c`` owns
-        runs ``run_start[c]:run_start[c + 1]``, run ``r`` covers ``run_length[r]`` voxels from
-        ``run_voxel[r]`` (never across a plane) and entries from ``start[c] + run_offset[r]``;
-        the kernel of an entry is ``levels[code[entry]]``.
-    plane_first : ndarray of int64, shape (nx + 1,)
-        Plane ``i`` holds voxel positions ``plane_first[i]:plane_first[i + 1]``.
-    terms : ndarray of float64, shape (n_peaks, n_levels, 3)
-        :func:`peak_terms`.
-    cursor, entry, plane_lo : ndarray of int64, shape (n_peaks,)
-        Work arrays.
-    hits : ndarray of int32, shape (n_voxels,)
-        Work array, all zero on entry (left all zero).
-    shared : ndarray of int64, shape (n_voxels,)
+    start, run_start, run_voxel, run_length, code
+        The bank's runs (:class:`~daskmeta.null.kernel_bank.KernelBank`).
+    cell_of, cell_local : ndarray of int64, shape (n_voxels,)
+        Each voxel's cell and its bit within the cell (below 28).
+    n_cells : int
+
+    Returns
+    -------
+    (cell_first, cell_id, cell_code, cell_record)
+        Centre ``c`` reaches the cells of entries ``cell_first[c]:cell_first[c + 1]`` (in order
+        of first reach); entry ``m`` is cell ``cell_id[m]``, the smallest code of its voxels is
+        ``cell_code[m]``, and its 32-byte record holds the code of each bit ``b`` in byte ``b``
+        (0 where the centre does not reach) and the bit mask of the voxels it reaches in bytes
+        28-31 (a little-endian uint32): one cache line or less per entry.
+    """
+    n_centres = start.shape[0] - 1
+    seen = np.full(n_cells, -1, np.int64)
+    count = 0
+    for c in range(n_centres):  # pass 1: how many cells each centre reaches
+        for r in range(run_start[c], run_start[c + 1]):
+            v0 = run_voxel[r]
+            for q in range(run_length[r]):
+                cell = cell_of[v0 + q]
+                if seen[cell] != c:
+                    seen[cell] = c
+                    count += 1
+    cell_first = np.zeros(n_centres + 1, np.int64)
+    cell_id = np.empty(count, np.int32)
+    cell_code = np.empty(count, np.uint8)
+    cell_record = np.zeros((count, 32), np.uint8)
+    seen[:] = -1
+    n = 0
+    for c in range(n_centres):  # pass 2: cells, codes, masks and smallest codes
+        e = start[c]
+        for r in range(run_start[c], run_start[c + 1]):
+            v0 = run_voxel[r]
+            for q in range(run_length[r]):
+                v = v0 + q
+                cell = cell_of[v]
+                level = code[e]
+                e += 1
+                m = seen[cell]
+                if m < cell_first[c]:  # first reach of this cell by centre c
+                    m = n
+                    seen[cell] = m
+                    cell_id[m] = cell
+                    cell_code[m] = level
+                    n += 1
+                elif level < cell_code[m]:
+                    cell_code[m] = level
+                b = cell_local[v]
+                cell_record[m, b] = level
+                cell_record[m, 28 + b // 8] |= np.uint8(1 << (b % 8))
+        cell_first[c + 1] = n
+    return cell_first, cell_id, cell_code, cell_record
+
+
+@_jit
+def screen_terms(levels, peak_g, study_of, sampling, constant, bound):
+    """Each peak's screen terms at each kernel level (:func:`screen_cells`).
+
+    For ``u = K |g|`` (``K = levels[l]``) of peak ``p`` of study ``s``: ``bound[p, l, 0] = u / b``
+    and ``bound[p, l, 1] = b``, where ``u / (b + tau2)`` bounds ``y / (a + c y^2 + tau2)`` over ``0 <=
+    y <= u`` for every ``tau2 >= 0`` (docs/methods.md, 5.4): ``b = a + c u^2`` where ``c u^2 <= a``
+    (the ratio increases in ``y`` up to ``u``), else ``b = 2 u sqrt(a c)`` (its largest value over
+    ``y`` is ``1 / (2 sqrt((a + tau2) c))``, which ``u / (2 u sqrt(a c) + tau2)`` bounds: equal at
+    ``tau2 = 0``, and ``2 u sqrt(c x) - x`` is concave in ``x = a + tau2``); ``b`` increases with
+    ``u``. ``bound[p, l, 2] = c u^2 / (a + c u^2)``.
+    """
+    for p in range(peak_g.shape[0]):
+        s = study_of[p]
+        a = sampling[s]
+        c = constant[s]
+        for level in range(levels.shape[0]):
+            u = levels[level] * abs(peak_g[p])
+            cu2 = c * (u * u)
+            b = a + cu2 if cu2 <= a else 2.0 * u * np.sqrt(a * c)
+            bound[p, level, 0] = u / b if u > 0.0 else 0.0
+            bound[p, level, 1] = b
+            bound[p, level, 2] = cu2 / (a + cu2)
+
+
+@_jit
+def screen_cells(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, cell_first, cell_id,
+                 cell_code, levels, bound, inv_tau, zero_tau, taus, widen, work, best, touched,
+                 record, sums, grid, candidate):
+    """Flag the coarse cells where some voxel's SDM-Z may pass ``z >= z_pos`` or ``z <= z_neg``.
+
+    A study's effect at a voxel, ``y = sum K^2 g / sum K`` over the peaks that reach it, is a
+    ``K``-weighted mean of their ``K g``, so within a cell ``-l_s <= y <= u_s`` with ``u_s = max(0,
+    max K_max g)`` over the study's positive peaks and ``l_s`` likewise over its negative peaks
+    (``K_max`` the peak's largest kernel in the cell). For any ``tau2 >= 0`` the random-effects z
+    is at most ``N(tau2) / sqrt(D(tau2))`` with ``N = sum_s u_s / (b_s + tau2)`` (``b_s`` of
+    :func:`screen_terms`) and ``D = sum_s 1 / (a_s + c_s M_s^2 + tau2)``, ``M_s = max(u_s, l_s)``
+    (docs/methods.md, 5.4). Beyond ``tau2 = 0`` the bound grows by at most the square root of
+    ``A^2 / (4 alpha (A - alpha))`` (``A`` the largest ``b_s`` of the direction's studies in the
+    cell, ``alpha`` the smallest ``a_s`` of all, where ``A > 2 alpha``; else not at all); between
+    grid points ``taus`` by at most the square root of ``widen``. A cell is a candidate where
+    ``N_j^2 widen_j >= z_pos^2 D_j`` at some grid point ``j`` (with a relative margin of 1e-6 for
+    rounding, far above it), and likewise for ``-z_neg`` with the negative peaks; the grid is
+    evaluated only for the cells that the growth beyond ``tau2 = 0`` leaves open.
+
+    Parameters
+    ----------
+    centre, peak_g, study_of, sampling, constant, z_pos, z_neg
+        As in :func:`bank_null_randomizations`.
+    cell_first, cell_id, cell_code
+        :func:`build_cells`.
+    levels : ndarray of float64
+        Kernel of each code.
+    bound : ndarray of float64, shape (n_peaks, n_levels, 3)
+        :func:`screen_terms`.
+    inv_tau : ndarray of float64, shape (n_studies, n_grid)
+        ``1 / (a_s + tau2_j)``.
+    zero_tau : ndarray of float64, shape (n_grid,)
+        ``sum_s inv_tau[s, j]``.
+    taus, widen : ndarray of float64, shape (n_grid,)
+        The grid (``taus[0] = 0``) and the bound's largest squared growth from each point to
+        the next (:func:`~daskmeta.null.kernel_bank.tau_grid`).
+    work : ndarray of float64, shape (2, n_cells)
+        Work array, all zero on entry (left so).
+    best : ndarray of int64, shape (2, n_cells)
         Work array.
-    total, weighted, sum_dw, sum_wy, sum_wy2 : ndarray of float64, shape (n_voxels,)
-        Work arrays, all zero on entry (left all zero).
-    flags : ndarray of int8, shape (>= largest plane,)
+    touched : ndarray of int64, shape (n_cells,)
         Work array.
-    y, tot, wei : ndarray of float64, shape (n_studies,)
-        Work arrays.
-    pos, neg : ndarray of int64, shape (n_voxels,)
-        The passing voxels, increasing, are written to ``pos[:n_pos]`` and ``neg[:n_neg]``.
+    record : ndarray of int64, shape (>= n_peaks x largest patch in cells, 4)
+        Work array.
+    sums : ndarray of float64, shape (5, n_cells)
+        Work array, all zero on entry (left so).
+    grid : ndarray of float64, shape (n_cells, n_grid, 3)
+        Work array.
+    candidate : ndarray of uint8, shape (n_cells,)
+        Written: 1 for a candidate cell, else 0.
+
+    Returns
+    -------
+    int
+        The number of candidate cells.
+    """
+    k = sampling.shape[0]
+    n_cells = candidate.shape[0]
+    n_grid = zero_tau.shape[0]
+    n_levels = levels.shape[0]
+    alpha = sampling[0]
+    for s in range(k):
+        alpha = min(alpha, sampling[s])
+    upper = work[0]  # u_s of the study at hand, per cell
+    lower = work[1]  # -l_s
+    p_sum = sums[0]  # N(0), positive direction
+    m_sum = sums[1]  # N(0), negative direction
+    d_sum = sums[2]  # sum over the studies reaching the cell of 1 / a_s - 1 / (a_s + c_s M_s^2)
+    a_pos = sums[3]  # A of each direction
+    a_neg = sums[4]
+    # each study's bounds per cell (one study at a time), recorded as (cell, study, peak-level of
+    # u_s, peak-level of l_s)
+    n_records = 0
+    first = 0
+    n_peaks = centre.shape[0]
+    while first < n_peaks:
+        s = study_of[first]
+        last = first
+        while last < n_peaks and study_of[last] == s:
+            last += 1
+        n_touched = 0
+        for p in range(first, last):
+            g = peak_g[p]
+            if g == 0.0:
+                continue
+            c = centre[p]
+            positive = g > 0.0
+            side = upper if positive else lower
+            for m in range(cell_first[c], cell_first[c + 1]):
+                cell = cell_id[m]
+                level = cell_code[m]
+                value = levels[level] * abs(g)
+                if upper[cell] == 0.0 and lower[cell] == 0.0:
+                    touched[n_touched] = cell
+                    n_touched += 1
+                if value > side[cell]:
+                    side[cell] = value
+                    best[0 if positive else 1, cell] = p * n_levels + level
+        a = sampling[s]
+        e = inv_tau[s, 0]
+        for t in range(n_touched):
+            cell = touched[t]
+            u = upper[cell]
+            lo = lower[cell]
+            up_at = best[0, cell] if u > 0.0 else -1
+            lo_at = best[1, cell] if lo > 0.0 else -1
+            upper[cell] = 0.0
+            lower[cell] = 0.0
+            at = up_at if u >= lo else lo_at
+            drop = bound[at // n_levels, at % n_levels, 2]  # c M^2 / (a + c M^2)
+            d_sum[cell] += drop * e
+            if up_at >= 0:
+                p_sum[cell] += bound[up_at // n_levels, up_at % n_levels, 0]
+                a_pos[cell] = max(a_pos[cell], bound[up_at // n_levels, up_at % n_levels, 1])
+            if lo_at >= 0:
+                m_sum[cell] += bound[lo_at // n_levels, lo_at % n_levels, 0]
+                a_neg[cell] = max(a_neg[cell], bound[lo_at // n_levels, lo_at % n_levels, 1])
+            record[n_records, 0] = cell
+            record[n_records, 1] = s
+            record[n_records, 2] = up_at
+            record[n_records, 3] = lo_at
+            n_records += 1
+        first = last
+    # at tau2 = 0, and the growth beyond it; cells left open get a row of the grid
+    pos2 = z_pos * z_pos
+    neg2 = z_neg * z_neg
+    room = 1.0 + 1e-6
+    n_open = 0
+    for cell in range(n_cells):
+        pp = p_sum[cell]
+        mm = m_sum[cell]
+        flag = 0
+        if pp > 0.0 or mm > 0.0:
+            d0 = zero_tau[0] - d_sum[cell]
+            if pp * pp * widen[0] * room >= pos2 * d0 or mm * mm * widen[0] * room >= neg2 * d0:
+                flag = 1
+            else:
+                top = a_pos[cell]
+                grow_pos = top * top / (4.0 * alpha * (top - alpha)) if top > 2.0 * alpha else 1.0
+                top = a_neg[cell]
+                grow_neg = top * top / (4.0 * alpha * (top - alpha)) if top > 2.0 * alpha else 1.0
+                if pp * pp * grow_pos * room >= pos2 * d0 or mm * mm * grow_neg * room >= neg2 * d0:
+                    flag = 2  # open: the grid decides
+        candidate[cell] = flag
+        for f in range(5):
+            sums[f, cell] = 0.0
+    for cell in range(n_cells):
+        if candidate[cell] == 2:
+            touched[cell] = n_open
+            for j in range(1, n_grid):
+                grid[n_open, j, 0] = 0.0
+                grid[n_open, j, 1] = 0.0
+                grid[n_open, j, 2] = zero_tau[j]
+            n_open += 1
+    if n_open > 0:
+        for r in range(n_records):
+            cell = record[r, 0]
+            if candidate[cell] != 2:
+                continue
+            row = touched[cell]
+            s = record[r, 1]
+            up_at = record[r, 2]
+            lo_at = record[r, 3]
+            a = sampling[s]
+            u = 0.0
+            b_up = a
+            if up_at >= 0:
+                u = levels[up_at % n_levels] * abs(peak_g[up_at // n_levels])
+                b_up = bound[up_at // n_levels, up_at % n_levels, 1]
+            lo = 0.0
+            b_lo = a
+            if lo_at >= 0:
+                lo = levels[lo_at % n_levels] * abs(peak_g[lo_at // n_levels])
+                b_lo = bound[lo_at // n_levels, lo_at % n_levels, 1]
+            m_ = max(u, lo)
+            b_d = a + constant[s] * (m_ * m_)
+            for j in range(1, n_grid):
+                t = taus[j]
+                grid[row, j, 0] += u / (b_up + t)
+                grid[row, j, 1] += lo / (b_lo + t)
+                grid[row, j, 2] -= inv_tau[s, j] - 1.0 / (b_d + t)
+        for cell in range(n_cells):
+            if candidate[cell] != 2:
+                continue
+            row = touched[cell]
+            flag = 0
+            for j in range(1, n_grid):
+                pp = grid[row, j, 0]
+                mm = grid[row, j, 1]
+                dj = grid[row, j, 2]
+                if pp * pp * widen[j] * room >= pos2 * dj or mm * mm * widen[j] * room >= neg2 * dj:
+                    flag = 1
+                    break
+            candidate[cell] = flag
+    n_candidates = 0
+    for cell in range(n_cells):
+        n_candidates += candidate[cell]
+    return n_candidates
+
+
+@_jit
+def cell_lists(centre, cell_first, cell_id, candidate, list_first, list_peak, list_entry):
+    """For each candidate cell, the peaks that reach it (increasing) and their entries.
+
+    Writes ``list_first`` (shape ``(n_cells + 1,)``); cell ``c``'s peaks are
+    ``list_peak[list_first[c]:list_first[c + 1]]`` with entries ``list_entry[...]``.
+    """
+    n_cells = candidate.shape[0]
+    for c in range(n_cells + 1):
+        list_first[c] = 0
+    for p in range(centre.shape[0]):
+        for m in range(cell_first[centre[p]], cell_first[centre[p] + 1]):
+            cell = cell_id[m]
+            if candidate[cell]:
+                list_first[cell + 1] += 1
+    for c in range(n_cells):
+        list_first[c + 1] += list_first[c]
+    for p in range(centre.shape[0]):  # increasing p: each list in peak order
+        for m in range(cell_first[centre[p]], cell_first[centre[p] + 1]):
+            cell = cell_id[m]
+            if candidate[cell]:
+                slot = list_first[cell]
+                list_peak[slot] = p
+                list_entry[slot] = m
+                list_first[cell] = slot + 1
+    for c in range(n_cells, 0, -1):  # restore the starts
+        list_first[c] = list_first[c - 1]
+    list_first[0] = 0
+
+
+@_jit
+def cell_voxel_z(b, lo, hi, list_peak, list_entry, peak_g, study_of, cell_code8, cell_mask, levels,
+                 sampling, constant, y, tot, wei):
+    """SDM-Z at bit ``b`` of a cell from the peaks ``lo..hi-1`` of its list, with the reference's
+    arithmetic (:func:`~daskmeta.stats._sparse_null_jit.study_sums_z`; sums in peak order)."""
+    for s in range(sampling.shape[0]):
+        tot[s] = 0.0
+        wei[s] = 0.0
+    for i in range(lo, hi):
+        m = list_entry[i]
+        if not (cell_mask[m, 7] >> np.uint32(b)) & np.uint32(1):
+            continue
+        p = list_peak[i]
+        value = levels[cell_code8[m, b]]
+        tot[study_of[p]] += value
+        wei[study_of[p]] += value * value * peak_g[p]
+    return study_sums_z(tot, wei, sampling, constant, y)
+
+
+@_jit
+def classify_cell(cell, lo, hi, list_peak, list_entry, peak_g, study_of, sampling, constant, ratio,
+                  zero_sum, z_pos, z_neg, tol, cell_code8, cell_mask, levels,
+                  cell_voxel, terms, shared, total, weighted, sum_dw, sum_wy, sum_wy2, y, tot, wei,
+                  pos, n_pos, neg, n_neg):
+    """Recreate, pool and decide the voxels of one candidate cell.
+
+    The peaks ``list_peak[lo:hi]`` (increasing, so study after study) reach the cell. For each
+    study, a voxel one of its peaks reaches adds that peak's terms relative to a zero effect,
+    tabulated by kernel level (:func:`peak_terms`: ``T = 0 + K = K`` and ``W = 0 + K^2 g =
+    K^2 g`` exactly); a voxel several reach gathers ``T = sum K`` and ``W = sum K^2 g`` in peak
+    order, then adds its terms once, ``w - w_0 = -(c/a) W^2 / D``, ``w y = T W / D``, ``w y^2 =
+    W^2 / D`` with ``D = a T^2 + c W^2`` (one division). Each voxel's ``z`` and one-pass Q test
+    come from ``sum w = sum_s w_0,s + sum (w - w_0)`` and the other sums; where ``z`` lies beyond
+    its error bound from both thresholds and ``tau2 = 0`` is certain the fast decision stands,
+    otherwise :func:`cell_voxel_z` decides. Passing voxels are appended to ``pos``/``neg``.
+
+    The local work arrays (``total``, ``weighted``, ``sum_*``: one entry per bit of a
+    cell) are zero on entry and left zero.
 
     Returns
     -------
     (int, int, int)
-        ``n_pos``, ``n_neg`` and the number of voxels recomputed exactly.
+        The new ``n_pos`` and ``n_neg`` and the number of voxels decided by :func:`cell_voxel_z`.
     """
     k = sampling.shape[0]
-    n_peaks = centre.shape[0]
-    for p in range(n_peaks):
-        cursor[p] = run_start[centre[p]]
-        entry[p] = start[centre[p]]
-    n_pos = 0
-    n_neg = 0
+    reached = np.uint32(0)
+    first = lo
+    while first < hi:
+        s = study_of[list_peak[first]]
+        last = first
+        while last < hi and study_of[list_peak[last]] == s:
+            last += 1
+        once = np.uint32(0)  # voxels one or more of the study's peaks reach
+        twice = np.uint32(0)  # two or more
+        for i in range(first, last):
+            bits = cell_mask[list_entry[i], 7]
+            twice |= once & bits
+            once |= bits
+        reached |= once
+        n_shared = 0
+        for i in range(first, last):
+            p = list_peak[i]
+            m = list_entry[i]
+            g = peak_g[p]
+            bits = cell_mask[m, 7]
+            b = -1
+            while bits:
+                b += 1
+                bit = bits & np.uint32(1)
+                bits >>= np.uint32(1)
+                if not bit:
+                    continue
+                level = cell_code8[m, b]
+                if not (twice >> np.uint32(b)) & np.uint32(1):
+                    sum_dw[b] -= terms[p, level, 0]
+                    sum_wy[b] += terms[p, level, 1]
+                    sum_wy2[b] += terms[p, level, 2]
+                else:
+                    value = levels[level]
+                    if total[b] == 0.0:
+                        shared[n_shared] = b
+                        n_shared += 1
+                    total[b] += value
+                    weighted[b] += value * value * g
+        a = sampling[s]
+        cc = constant[s]
+        rr = ratio[s]
+        for j in range(n_shared):
+            b = shared[j]
+            t = total[b]
+            w_ = weighted[b]
+            w2 = w_ * w_
+            inv = 1.0 / (a * (t * t) + cc * w2)
+            x = w2 * inv
+            sum_dw[b] -= rr * x
+            sum_wy[b] += (t * w_) * inv
+            sum_wy2[b] += x
+            total[b] = 0.0
+            weighted[b] = 0.0
+        first = last
     n_exact = 0
-    for i in range(plane_first.shape[0] - 1):
-        lo = plane_first[i]
-        hi = plane_first[i + 1]
-        if hi == lo:
-            continue
-        # 1-2: each study's runs in this plane (a run lies in one plane)
-        reached_lo = hi
-        reached_hi = lo
-        first = 0
-        while first < n_peaks:
-            s = study_of[first]
-            last = first
-            while last < n_peaks and study_of[last] == s:
-                last += 1
-            # each peak's runs in the plane; how many of the study's peaks reach each voxel
-            for p in range(first, last):
-                end = run_start[centre[p] + 1]
-                r = cursor[p]
-                plane_lo[p] = r
-                while r < end and run_voxel[r] < hi:
-                    v0 = run_voxel[r]
-                    for q in range(run_length[r]):
-                        hits[v0 + q] += 1
-                    reached_lo = min(reached_lo, v0)
-                    reached_hi = max(reached_hi, v0 + run_length[r])
-                    r += 1
-                cursor[p] = r
-            # a voxel one peak reaches adds that peak's tabulated terms (peak_terms); the others
-            # gather T = sum K and W = sum K^2 g in peak order, then add their terms once
-            n_shared = 0
-            for p in range(first, last):
-                g = peak_g[p]
-                e0 = entry[p]
-                for r in range(plane_lo[p], cursor[p]):
-                    v0 = run_voxel[r]
-                    length = run_length[r]
-                    for q in range(length):
-                        v = v0 + q
-                        level = code[e0 + q]
-                        if hits[v] == 1:
-                            sum_dw[v] -= terms[p, level, 0]
-                            sum_wy[v] += terms[p, level, 1]
-                            sum_wy2[v] += terms[p, level, 2]
-                            hits[v] = 0
-                        else:
-                            value = levels[level]
-                            if total[v] == 0.0:
-                                shared[n_shared] = v
-                                n_shared += 1
-                            total[v] += value
-                            weighted[v] += value * value * g
-                    e0 += length
-                entry[p] = e0
-            a = sampling[s]
-            cc = constant[s]
-            rr = ratio[s]
-            for m in range(n_shared):
-                v = shared[m]
-                t = total[v]
-                w_ = weighted[v]
-                w2 = w_ * w_
-                inv = 1.0 / (a * (t * t) + cc * w2)
-                x = w2 * inv
-                sum_dw[v] -= rr * x
-                sum_wy[v] += (t * w_) * inv
-                sum_wy2[v] += x
-                total[v] = 0.0
-                weighted[v] = 0.0
-                hits[v] = 0
-            first = last
-        # 3: decide the plane's voxels that a kernel reaches (elsewhere z = 0: neither passes)
-        flagged = 0
-        for v in range(reached_lo, reached_hi):
-            sw = zero_sum + sum_dw[v]
-            swy = sum_wy[v]
-            swy2 = sum_wy2[v]
-            sum_dw[v] = 0.0
-            sum_wy[v] = 0.0
-            sum_wy2[v] = 0.0
-            inv = 1.0 / sw
-            mu = swy * inv
-            z = mu * np.sqrt(sw)
-            spread = zero_sum * inv
-            margin_z = tol * (0.5 * (spread + swy2) + abs(z) * spread + 1.0)
-            margin_q = tol * ((swy2 + 1.0) * (1.0 + spread) + k)
-            unsure = ((swy2 - swy * mu >= (k - 1.0) - Q_MARGIN * (swy2 + 1.0) - margin_q)
-                      | (abs(z - z_pos) <= margin_z) | (abs(z - z_neg) <= margin_z))
-            value = ((CODE_EXACT if unsure else 0) | (CODE_POS if z >= z_pos else 0)
-                     | (CODE_NEG if z <= z_neg else 0))
-            flags[v - lo] = value
-            flagged |= value
-        if flagged == 0:
-            continue
-        for v in range(reached_lo, reached_hi):
-            value = flags[v - lo]
-            if value == 0:
-                continue
-            if value & CODE_EXACT:
-                z = bank_voxel_z(v, centre, peak_g, study_of, start, plane_lo, cursor, run_voxel,
-                                 run_length, run_offset, code, levels, sampling, constant, y, tot,
-                                 wei)
-                value = (CODE_POS if z >= z_pos else 0) | (CODE_NEG if z <= z_neg else 0)
-                n_exact += 1
-            if value & CODE_POS:
-                pos[n_pos] = v
-                n_pos += 1
-            if value & CODE_NEG:
-                neg[n_neg] = v
-                n_neg += 1
+    while reached:
+        b = lowest_bit(reached)
+        reached &= reached - np.uint32(1)
+        sw = zero_sum + sum_dw[b]
+        swy = sum_wy[b]
+        swy2 = sum_wy2[b]
+        sum_dw[b] = 0.0
+        sum_wy[b] = 0.0
+        sum_wy2[b] = 0.0
+        inv = 1.0 / sw
+        mu = swy * inv
+        z = mu * np.sqrt(sw)
+        spread = zero_sum * inv
+        margin_z = tol * (0.5 * (spread + swy2) + abs(z) * spread + 1.0)
+        margin_q = tol * ((swy2 + 1.0) * (1.0 + spread) + k)
+        unsure = ((swy2 - swy * mu >= (k - 1.0) - Q_MARGIN * (swy2 + 1.0) - margin_q)
+                  | (abs(z - z_pos) <= margin_z) | (abs(z - z_neg) <= margin_z))
+        if unsure:
+            z = cell_voxel_z(b, lo, hi, list_peak, list_entry, peak_g, study_of, cell_code8,
+                             cell_mask, levels, sampling, constant, y, tot, wei)
+            n_exact += 1
+        if z >= z_pos:
+            pos[n_pos] = cell_voxel[cell, b]
+            n_pos += 1
+        if z <= z_neg:
+            neg[n_neg] = cell_voxel[cell, b]
+            n_neg += 1
     return n_pos, n_neg, n_exact
 
 
 @_jit
-def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, tol, start,
-                             run_start, run_voxel, run_length, run_offset, code, levels,
-                             plane_first, padded_index, padded_lookup, offsets, largest, n_exact):
-    """Largest clusters of several randomizations (:func:`classify_bank`, then
-    :func:`~daskmeta.stats._sparse_null_jit.largest_listed_component` on each direction).
+def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, tol, levels,
+                             cell_first, cell_id, cell_code, cell_record, cell_words, cell_voxel,
+                             inv_tau, zero_tau, taus, widen, screen, padded_index, padded_lookup,
+                             offsets, largest, counts):
+    """Largest clusters of several randomizations of the bank null (see the module docstring).
 
     Parameters
     ----------
     centre : ndarray of int64, shape (n_randomizations, n_peaks)
-        Each randomization's bank centres.
-    peak_g, study_of, sampling, constant, z_pos, z_neg, tol
-        As in :func:`classify_bank`.
-    start, run_start, run_voxel, run_length, run_offset, code, levels, plane_first
-        As in :func:`classify_bank`.
+        Each randomization's bank centres (rows of the bank), peaks study after study.
+    peak_g : ndarray of float64, shape (n_peaks,)
+    study_of : ndarray of int64, shape (n_peaks,)
+        Non-decreasing.
+    sampling, constant : ndarray of float64, shape (n_studies,)
+        ``a > 0`` and ``c >= 0`` of each study.
+    z_pos, z_neg : float
+        The thresholds (``z_neg < 0 < z_pos``).
+    tol : float
+        Relative factor of the error bounds (``1e-12 (k + 4)``).
+    levels : ndarray of float64, shape (256,)
+        Kernel of each code.
+    cell_first, cell_id, cell_code, cell_record
+        :func:`build_cells`.
+    cell_words : ndarray of uint32, shape (n_entries, 8)
+        ``cell_record`` viewed as 32-bit words (word 7: the bit mask).
+    cell_voxel : ndarray of int64, shape (n_cells, CELL^3)
+        Voxel-vector position of each bit of each cell (-1 outside the mask).
+    inv_tau, zero_tau, taus, widen
+        The screen's grid (:func:`screen_cells`).
+    screen : bool
+        False: every cell is a candidate (the computation without the screen, for checks).
     padded_index, padded_lookup, offsets
         The mask's 26-neighbourhood (:class:`~daskmeta.null.cluster_extent.Neighbourhood`).
     largest : ndarray of int64, shape (2, n_randomizations)
         The largest positive and negative cluster of each randomization (written).
-    n_exact : ndarray of int64, shape (n_randomizations,)
-        The voxels each randomization recomputed exactly (written).
+    counts : ndarray of int64, shape (2, n_randomizations)
+        Candidate cells and voxels decided by the reference arithmetic, per randomization
+        (written).
     """
     n_voxels = padded_index.shape[0]
+    n_cells, width = cell_voxel.shape
     k = sampling.shape[0]
+    n_peaks = centre.shape[1]
     ratio = np.empty(k)
     zero_sum = 0.0
     for s in range(k):
         ratio[s] = constant[s] / sampling[s]
         zero_sum += 1.0 / sampling[s]
-    total = np.zeros(n_voxels)
-    weighted = np.zeros(n_voxels)
-    sum_dw = np.zeros(n_voxels)
-    sum_wy = np.zeros(n_voxels)
-    sum_wy2 = np.zeros(n_voxels)
-    flags = np.zeros(n_voxels, np.int8)
-    cursor = np.empty(centre.shape[1], np.int64)
-    entry = np.empty(centre.shape[1], np.int64)
-    plane_lo = np.empty(centre.shape[1], np.int64)
-    hits = np.zeros(n_voxels, np.int32)
-    shared = np.empty(n_voxels, np.int64)
-    terms = np.empty((centre.shape[1], levels.shape[0], 3))
+    terms = np.empty((n_peaks, levels.shape[0], 3))
     peak_terms(levels, peak_g, study_of, sampling, constant, ratio, terms)
+    candidate = np.ones(n_cells, np.uint8)
+    most = 0  # list entries: at most every peak's cells
+    for c in range(cell_first.shape[0] - 1):
+        most = max(most, cell_first[c + 1] - cell_first[c])
+    longest = most * n_peaks
+    work = np.zeros((2, n_cells))
+    best = np.empty((2, n_cells), np.int64)
+    touched = np.empty(n_cells, np.int64)
+    record = np.empty((longest, 4), np.int64)
+    sums = np.zeros((5, n_cells))
+    bound = np.empty((n_peaks, levels.shape[0], 3))
+    screen_terms(levels, peak_g, study_of, sampling, constant, bound)
+    grid = np.empty((n_cells, zero_tau.shape[0], 3))
+    list_first = np.empty(n_cells + 1, np.int64)
+    list_peak = np.empty(longest, np.int64)
+    list_entry = np.empty(longest, np.int64)
+    shared = np.empty(width, np.int64)
+    total = np.zeros(width)
+    weighted = np.zeros(width)
+    sum_dw = np.zeros(width)
+    sum_wy = np.zeros(width)
+    sum_wy2 = np.zeros(width)
     y = np.empty(k)
     tot = np.empty(k)
     wei = np.empty(k)
@@ -346,11 +635,31 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
     parent = np.empty(n_voxels, np.int64)
     size = np.empty(n_voxels, np.int64)
     for b in range(centre.shape[0]):
-        n_pos, n_neg, n_exact[b] = classify_bank(
-            centre[b], peak_g, study_of, sampling, constant, ratio, zero_sum, z_pos, z_neg, tol,
-            start, run_start, run_voxel, run_length, run_offset, code, levels, plane_first, terms,
-            cursor, entry, plane_lo, hits, shared, total, weighted, sum_dw, sum_wy, sum_wy2, flags, y,
-            tot, wei, pos, neg)
+        if screen:
+            counts[0, b] = screen_cells(centre[b], peak_g, study_of, sampling, constant, z_pos, z_neg,
+                                        cell_first, cell_id, cell_code, levels, bound, inv_tau,
+                                        zero_tau, taus, widen, work, best, touched, record, sums,
+                                        grid, candidate)
+        else:
+            counts[0, b] = n_cells
+        cell_lists(centre[b], cell_first, cell_id, candidate, list_first, list_peak, list_entry)
+        n_pos = 0
+        n_neg = 0
+        n_exact = 0
+        for cell in range(n_cells):
+            lo = list_first[cell]
+            hi = list_first[cell + 1]
+            if hi == lo:
+                continue
+            n_pos, n_neg, done = classify_cell(
+                cell, lo, hi, list_peak, list_entry, peak_g, study_of, sampling, constant, ratio,
+                zero_sum, z_pos, z_neg, tol, cell_record, cell_words, levels, cell_voxel,
+                terms, shared, total, weighted, sum_dw, sum_wy, sum_wy2, y, tot, wei, pos, n_pos,
+                neg, n_neg)
+            n_exact += done
+        counts[1, b] = n_exact
+        pos[:n_pos].sort()  # labelling visits voxels in increasing order
+        neg[:n_neg].sort()
         largest[0, b] = largest_listed_component(pos, n_pos, padded_index, padded_lookup, offsets,
                                                  slot, parent, size)
         largest[1, b] = largest_listed_component(neg, n_neg, padded_index, padded_lookup, offsets,
