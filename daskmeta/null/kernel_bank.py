@@ -310,7 +310,7 @@ def tau_grid(a_max: float, a_min: float,
 def screen_grid(g: NDArray[np.float64], study_of: NDArray[np.int64], sampling: NDArray[np.float64],
                 constant: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """:func:`tau_grid` for these peaks: ``A`` the largest ``b`` of
-    :func:`~daskmeta.stats._bank_null_jit.screen_terms` at a peak's own effect (``b`` increases
+    :func:`~daskmeta.stats._bank_null_jit.screen_b` at a peak's own effect (``b`` increases
     with the kernel-scaled effect, which is at most ``|g|``)."""
     a, c, u = sampling[study_of], constant[study_of], np.abs(g)
     b = np.where(c * u * u <= a, a + c * u * u, 2.0 * u * np.sqrt(a * c))
@@ -343,18 +343,15 @@ def screen_candidates(centre: NDArray[np.int64], g: NDArray[np.float64], study_o
     n_cells = coarse_cells(mask_name).voxel.shape[0]
     taus, growth = screen_grid(g, study_of, sampling, constant)
     inv_tau = 1.0 / (sampling[:, None] + taus[None, :])
-    bound = np.empty((len(g), len(levels), 3))
-    _bank_kernel.screen_terms(levels, g, study_of, sampling, constant, bound)
     first = np.asarray(cells.cell_first)
     longest = int(np.diff(first).max(initial=0)) * len(g)
     candidate = np.zeros(n_cells, np.uint8)
     _bank_kernel.screen_cells(
         np.asarray(centre, np.int64), g, study_of, sampling, constant, float(thresholds[0]),
         float(thresholds[1]), first, np.asarray(cells.cell_id), np.asarray(cells.cell_code), levels,
-        bound, inv_tau, inv_tau.sum(0), taus, growth, np.zeros((2, n_cells)),
-        np.empty((2, n_cells), np.int64), np.empty(n_cells, np.int64),
-        np.empty((longest, 4), np.int64), np.zeros((5, n_cells)), np.empty((n_cells, len(taus), 3)),
-        candidate)
+        inv_tau, inv_tau.sum(0), taus, growth, np.zeros((2, n_cells)), np.empty(n_cells, np.int64),
+        np.empty((longest, 2), np.int64), np.empty((longest, 2)), np.zeros((5, n_cells)),
+        np.empty((n_cells, len(taus), 3)), candidate)
     return candidate
 
 

@@ -167,34 +167,25 @@ def build_cells(start, run_start, run_voxel, run_length, code, cell_of, cell_loc
 
 
 @_jit
-def screen_terms(levels, peak_g, study_of, sampling, constant, bound):
-    """Each peak's screen terms at each kernel level (:func:`screen_cells`).
+def screen_b(u, a, c):
+    """``b`` such that ``u / (b + tau2)`` bounds ``y / (a + c y^2 + tau2)`` over ``0 <= y <= u`` for
+    every ``tau2 >= 0`` (docs/methods.md, 5.4).
 
-    For ``u = K |g|`` (``K = levels[l]``) of peak ``p`` of study ``s``: ``bound[p, l, 0] = u / b``
-    and ``bound[p, l, 1] = b``, where ``u / (b + tau2)`` bounds ``y / (a + c y^2 + tau2)`` over ``0 <=
-    y <= u`` for every ``tau2 >= 0`` (docs/methods.md, 5.4): ``b = a + c u^2`` where ``c u^2 <= a``
-    (the ratio increases in ``y`` up to ``u``), else ``b = 2 u sqrt(a c)`` (its largest value over
-    ``y`` is ``1 / (2 sqrt((a + tau2) c))``, which ``u / (2 u sqrt(a c) + tau2)`` bounds: equal at
-    ``tau2 = 0``, and ``2 u sqrt(c x) - x`` is concave in ``x = a + tau2``); ``b`` increases with
-    ``u``. ``bound[p, l, 2] = c u^2 / (a + c u^2)``.
+    ``b = a + c u^2`` where ``c u^2 <= a`` (the ratio increases in ``y`` up to ``u``), else ``b = 2 u
+    sqrt(a c)``: the ratio's largest value over ``y`` is then ``1 / (2 sqrt((a + tau2) c))``, which
+    ``u / (2 u sqrt(a c) + tau2)`` bounds (equal at ``tau2 = 0``; ``2 u sqrt(c x) - x`` is concave in
+    ``x = a + tau2``, so the bound holds on ``a <= x <= c u^2`` if it holds at both ends, and beyond
+    ``c u^2`` the ratio increases up to ``u`` and ``2 u sqrt(a c) <= a + c u^2``). ``b`` increases
+    with ``u``.
     """
-    for p in range(peak_g.shape[0]):
-        s = study_of[p]
-        a = sampling[s]
-        c = constant[s]
-        for level in range(levels.shape[0]):
-            u = levels[level] * abs(peak_g[p])
-            cu2 = c * (u * u)
-            b = a + cu2 if cu2 <= a else 2.0 * u * np.sqrt(a * c)
-            bound[p, level, 0] = u / b if u > 0.0 else 0.0
-            bound[p, level, 1] = b
-            bound[p, level, 2] = cu2 / (a + cu2)
+    cu2 = c * (u * u)
+    return a + cu2 if cu2 <= a else 2.0 * u * np.sqrt(a * c)
 
 
 @_jit
 def screen_cells(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, cell_first, cell_id,
-                 cell_code, levels, bound, inv_tau, zero_tau, taus, widen, work, best, touched,
-                 record, sums, grid, candidate):
+                 cell_code, levels, inv_tau, zero_tau, taus, widen, work, touched, record,
+                 record_value, sums, grid, candidate):
     """Flag the coarse cells where some voxel's SDM-Z may pass ``z >= z_pos`` or ``z <= z_neg``.
 
     A study's effect at a voxel, ``y = sum K^2 g / sum K`` over the peaks that reach it, is a
@@ -202,7 +193,7 @@ def screen_cells(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, cel
     max K_max g)`` over the study's positive peaks and ``l_s`` likewise over its negative peaks
     (``K_max`` the peak's largest kernel in the cell). For any ``tau2 >= 0`` the random-effects z
     is at most ``N(tau2) / sqrt(D(tau2))`` with ``N = sum_s u_s / (b_s + tau2)`` (``b_s`` of
-    :func:`screen_terms`) and ``D = sum_s 1 / (a_s + c_s M_s^2 + tau2)``, ``M_s = max(u_s, l_s)``
+    :func:`screen_b`) and ``D = sum_s 1 / (a_s + c_s M_s^2 + tau2)``, ``M_s = max(u_s, l_s)``
     (docs/methods.md, 5.4). Beyond ``tau2 = 0`` the bound grows by at most the square root of
     ``A^2 / (4 alpha (A - alpha))`` (``A`` the largest ``b_s`` of the direction's studies in the
     cell, ``alpha`` the smallest ``a_s`` of all, where ``A > 2 alpha``; else not at all); between
@@ -219,8 +210,6 @@ def screen_cells(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, cel
         :func:`build_cells`.
     levels : ndarray of float64
         Kernel of each code.
-    bound : ndarray of float64, shape (n_peaks, n_levels, 3)
-        :func:`screen_terms`.
     inv_tau : ndarray of float64, shape (n_studies, n_grid)
         ``1 / (a_s + tau2_j)``.
     zero_tau : ndarray of float64, shape (n_grid,)
@@ -230,11 +219,11 @@ def screen_cells(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, cel
         the next (:func:`~daskmeta.null.kernel_bank.tau_grid`).
     work : ndarray of float64, shape (2, n_cells)
         Work array, all zero on entry (left so).
-    best : ndarray of int64, shape (2, n_cells)
-        Work array.
     touched : ndarray of int64, shape (n_cells,)
         Work array.
-    record : ndarray of int64, shape (>= n_peaks x largest patch in cells, 4)
+    record : ndarray of int64, shape (>= n_peaks x largest patch in cells, 2)
+        Work array.
+    record_value : ndarray of float64, shape (as ``record``)
         Work array.
     sums : ndarray of float64, shape (5, n_cells)
         Work array, all zero on entry (left so).
@@ -251,19 +240,17 @@ def screen_cells(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, cel
     k = sampling.shape[0]
     n_cells = candidate.shape[0]
     n_grid = zero_tau.shape[0]
-    n_levels = levels.shape[0]
     alpha = sampling[0]
     for s in range(k):
         alpha = min(alpha, sampling[s])
     upper = work[0]  # u_s of the study at hand, per cell
-    lower = work[1]  # -l_s
+    lower = work[1]  # l_s
     p_sum = sums[0]  # N(0), positive direction
     m_sum = sums[1]  # N(0), negative direction
     d_sum = sums[2]  # sum over the studies reaching the cell of 1 / a_s - 1 / (a_s + c_s M_s^2)
     a_pos = sums[3]  # A of each direction
     a_neg = sums[4]
-    # each study's bounds per cell (one study at a time), recorded as (cell, study, peak-level of
-    # u_s, peak-level of l_s)
+    # each study's bounds per cell (one study at a time), recorded as (cell, study), (u_s, l_s)
     n_records = 0
     first = 0
     n_peaks = centre.shape[0]
@@ -278,41 +265,39 @@ def screen_cells(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, cel
             if g == 0.0:
                 continue
             c = centre[p]
-            positive = g > 0.0
-            side = upper if positive else lower
+            side = upper if g > 0.0 else lower
+            size = abs(g)
             for m in range(cell_first[c], cell_first[c + 1]):
                 cell = cell_id[m]
-                level = cell_code[m]
-                value = levels[level] * abs(g)
+                value = levels[cell_code[m]] * size
                 if upper[cell] == 0.0 and lower[cell] == 0.0:
                     touched[n_touched] = cell
                     n_touched += 1
                 if value > side[cell]:
                     side[cell] = value
-                    best[0 if positive else 1, cell] = p * n_levels + level
         a = sampling[s]
-        e = inv_tau[s, 0]
+        cc = constant[s]
         for t in range(n_touched):
             cell = touched[t]
             u = upper[cell]
             lo = lower[cell]
-            up_at = best[0, cell] if u > 0.0 else -1
-            lo_at = best[1, cell] if lo > 0.0 else -1
             upper[cell] = 0.0
             lower[cell] = 0.0
-            at = up_at if u >= lo else lo_at
-            drop = bound[at // n_levels, at % n_levels, 2]  # c M^2 / (a + c M^2)
-            d_sum[cell] += drop * e
-            if up_at >= 0:
-                p_sum[cell] += bound[up_at // n_levels, up_at % n_levels, 0]
-                a_pos[cell] = max(a_pos[cell], bound[up_at // n_levels, up_at % n_levels, 1])
-            if lo_at >= 0:
-                m_sum[cell] += bound[lo_at // n_levels, lo_at % n_levels, 0]
-                a_neg[cell] = max(a_neg[cell], bound[lo_at // n_levels, lo_at % n_levels, 1])
+            m_ = max(u, lo)
+            cm2 = cc * (m_ * m_)
+            d_sum[cell] += cm2 / (a * (a + cm2))
+            if u > 0.0:
+                b = screen_b(u, a, cc)
+                p_sum[cell] += u / b
+                a_pos[cell] = max(a_pos[cell], b)
+            if lo > 0.0:
+                b = screen_b(lo, a, cc)
+                m_sum[cell] += lo / b
+                a_neg[cell] = max(a_neg[cell], b)
             record[n_records, 0] = cell
             record[n_records, 1] = s
-            record[n_records, 2] = up_at
-            record[n_records, 3] = lo_at
+            record_value[n_records, 0] = u
+            record_value[n_records, 1] = lo
             n_records += 1
         first = last
     # at tau2 = 0, and the growth beyond it; cells left open get a row of the grid
@@ -353,19 +338,11 @@ def screen_cells(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, cel
                 continue
             row = touched[cell]
             s = record[r, 1]
-            up_at = record[r, 2]
-            lo_at = record[r, 3]
+            u = record_value[r, 0]
+            lo = record_value[r, 1]
             a = sampling[s]
-            u = 0.0
-            b_up = a
-            if up_at >= 0:
-                u = levels[up_at % n_levels] * abs(peak_g[up_at // n_levels])
-                b_up = bound[up_at // n_levels, up_at % n_levels, 1]
-            lo = 0.0
-            b_lo = a
-            if lo_at >= 0:
-                lo = levels[lo_at % n_levels] * abs(peak_g[lo_at // n_levels])
-                b_lo = bound[lo_at // n_levels, lo_at % n_levels, 1]
+            b_up = screen_b(u, a, constant[s]) if u > 0.0 else a
+            b_lo = screen_b(lo, a, constant[s]) if lo > 0.0 else a
             m_ = max(u, lo)
             b_d = a + constant[s] * (m_ * m_)
             for j in range(1, n_grid):
@@ -393,30 +370,34 @@ def screen_cells(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, cel
 
 
 @_jit
-def cell_lists(centre, cell_first, cell_id, candidate, list_first, list_peak, list_entry):
+def cell_lists(centre, cell_first, cell_id, candidate, list_first, list_peak, list_entry, scratch):
     """For each candidate cell, the peaks that reach it (increasing) and their entries.
 
     Writes ``list_first`` (shape ``(n_cells + 1,)``); cell ``c``'s peaks are
-    ``list_peak[list_first[c]:list_first[c + 1]]`` with entries ``list_entry[...]``.
+    ``list_peak[list_first[c]:list_first[c + 1]]`` with entries ``list_entry[...]``. One pass over
+    the peaks' entries collects the candidates' (peak, entry) pairs in ``scratch`` (shape
+    ``(len(list_peak), 2)``); a stable counting sort by cell orders them.
     """
     n_cells = candidate.shape[0]
-    for c in range(n_cells + 1):
-        list_first[c] = 0
+    n = 0
     for p in range(centre.shape[0]):
         for m in range(cell_first[centre[p]], cell_first[centre[p] + 1]):
-            cell = cell_id[m]
-            if candidate[cell]:
-                list_first[cell + 1] += 1
+            if candidate[cell_id[m]]:
+                scratch[n, 0] = p
+                scratch[n, 1] = m
+                n += 1
+    for c in range(n_cells + 1):
+        list_first[c] = 0
+    for i in range(n):
+        list_first[cell_id[scratch[i, 1]] + 1] += 1
     for c in range(n_cells):
         list_first[c + 1] += list_first[c]
-    for p in range(centre.shape[0]):  # increasing p: each list in peak order
-        for m in range(cell_first[centre[p]], cell_first[centre[p] + 1]):
-            cell = cell_id[m]
-            if candidate[cell]:
-                slot = list_first[cell]
-                list_peak[slot] = p
-                list_entry[slot] = m
-                list_first[cell] = slot + 1
+    for i in range(n):  # increasing i: each list in peak order
+        cell = cell_id[scratch[i, 1]]
+        slot = list_first[cell]
+        list_peak[slot] = scratch[i, 0]
+        list_entry[slot] = scratch[i, 1]
+        list_first[cell] = slot + 1
     for c in range(n_cells, 0, -1):  # restore the starts
         list_first[c] = list_first[c - 1]
     list_first[0] = 0
@@ -610,16 +591,15 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
         most = max(most, cell_first[c + 1] - cell_first[c])
     longest = most * n_peaks
     work = np.zeros((2, n_cells))
-    best = np.empty((2, n_cells), np.int64)
     touched = np.empty(n_cells, np.int64)
-    record = np.empty((longest, 4), np.int64)
+    record = np.empty((longest, 2), np.int64)
+    record_value = np.empty((longest, 2))
     sums = np.zeros((5, n_cells))
-    bound = np.empty((n_peaks, levels.shape[0], 3))
-    screen_terms(levels, peak_g, study_of, sampling, constant, bound)
     grid = np.empty((n_cells, zero_tau.shape[0], 3))
     list_first = np.empty(n_cells + 1, np.int64)
     list_peak = np.empty(longest, np.int64)
     list_entry = np.empty(longest, np.int64)
+    scratch = np.empty((longest, 2), np.int64)
     shared = np.empty(width, np.int64)
     total = np.zeros(width)
     weighted = np.zeros(width)
@@ -637,12 +617,13 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
     for b in range(centre.shape[0]):
         if screen:
             counts[0, b] = screen_cells(centre[b], peak_g, study_of, sampling, constant, z_pos, z_neg,
-                                        cell_first, cell_id, cell_code, levels, bound, inv_tau,
-                                        zero_tau, taus, widen, work, best, touched, record, sums,
+                                        cell_first, cell_id, cell_code, levels, inv_tau, zero_tau,
+                                        taus, widen, work, touched, record, record_value, sums,
                                         grid, candidate)
         else:
             counts[0, b] = n_cells
-        cell_lists(centre[b], cell_first, cell_id, candidate, list_first, list_peak, list_entry)
+        cell_lists(centre[b], cell_first, cell_id, candidate, list_first, list_peak, list_entry,
+                   scratch)
         n_pos = 0
         n_neg = 0
         n_exact = 0
