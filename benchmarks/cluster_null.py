@@ -17,8 +17,10 @@ cost of one randomization on this thread of:
    certified decisions, labelling of the passing voxels only);
 4. the cluster-extent null with the data's (anisotropic) kernel, which ``mean`` runs for these
    maps (:func:`daskmeta.null.kernel_bank.bank_cluster_block`: peaks moved to the centres of the
-   kernel bank, certified decisions; the bank is built on first use and cached);
-5. with ``--reference``, the NumPy/SciPy reference (``daskmeta.null.randomization._cluster_block``);
+   kernel bank, the screen of cells, certified decisions; the bank is built on first use and
+   cached);
+5. the same without the screen (``screen=False``: every cell a kernel reaches is recreated);
+6. with ``--reference``, the NumPy/SciPy reference (``daskmeta.null.randomization._cluster_block``);
 
 then the ratios to the voxel null, and checks that old, new (and the reference) give the
 same largest clusters. Each figure is the least CPU time of this thread (``time.thread_time``)
@@ -111,6 +113,7 @@ def main() -> None:
         "old cluster-extent null (cluster_null_block_fused)": lambda: cluster_null_block_fused(*block),
         "new cluster-extent null (cluster_null_block)": lambda: cluster_null_block(*block),
         "data's kernel: bank null (bank_cluster_block)": lambda: bank_cluster_block(*bank_block),
+        "bank null without the screen": lambda: bank_cluster_block(*bank_block, screen=False),
     }
     if args.reference:
         functions["NumPy/SciPy reference (_cluster_block)"] = lambda: _cluster_block(*block)
@@ -118,6 +121,8 @@ def main() -> None:
     names = list(functions)
     same = all(np.array_equal(getattr(results[names[1]], f), getattr(results[name], f))
                for name in names[2:] if "bank" not in name for f in ("max_cluster_pos", "max_cluster_neg"))
+    same_bank = all(np.array_equal(getattr(results[names[3]], f), getattr(results[names[4]], f))
+                    for f in ("max_cluster_pos", "max_cluster_neg"))
     timings = interleaved_best(functions, args.repeats)
     print(f"\none randomization on one thread (least of {args.repeats} blocks of {n}; thread CPU time, "
           "wall time):")
@@ -126,7 +131,9 @@ def main() -> None:
     voxel, old, new, bank = (timings[name][0] for name in names[:4])
     print(f"  ratio new / voxel null {new / voxel:5.2f}   old / voxel null {old / voxel:5.2f}   "
           f"old / new {old / new:5.2f}   bank / voxel null {bank / voxel:5.2f}")
-    print(f"  same largest clusters (isotropic nulls): {same}")
+    print(f"  bank null without / with the screen {timings[names[4]][0] / bank:5.2f}")
+    print(f"  same largest clusters (isotropic nulls): {same}; (bank null with and without the screen): "
+          f"{same_bank}")
     largest = results[names[3]].max_cluster_pos, results[names[2]].max_cluster_pos
     print(f"  median largest positive null cluster: data's kernel {np.median(largest[0]):.0f} voxels, "
           f"isotropic {np.median(largest[1]):.0f}")
