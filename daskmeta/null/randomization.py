@@ -19,6 +19,7 @@ import dask
 import dask.array as da
 import numpy as np
 from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 from numpy.typing import ArrayLike
 
 from daskmeta.model.grid import load_mask
@@ -75,28 +76,37 @@ def _sum_counts(parts: Sequence[np.ndarray]) -> np.ndarray:
     return np.sum(parts, axis=0, dtype=np.int64)
 
 
+def _reduction(parts: Sequence[Delayed], function: object, name: str) -> Delayed:
+    """``function`` of the blocks by a tree of fan-in :data:`TREE_FAN_IN`, as one graph layer.
+
+    The tree's tasks are written as one layer over the blocks' keys rather than by calling
+    ``dask.delayed`` on lists of blocks: each such call merges and culls the whole graph below
+    it (the study stacks' chunks included), which cost seconds for a thousand blocks. A
+    single block still goes through ``function`` once.
+    """
+    level = [part.key for part in parts]
+    layer: dict = {}
+    depth = 0
+    while len(level) > 1 or depth == 0:
+        following = []
+        for i in range(0, len(level), TREE_FAN_IN):
+            key = f"{name}-{depth}-{i}"
+            layer[key] = (function, list(level[i:i + TREE_FAN_IN]))
+            following.append(key)
+        level = following
+        depth += 1
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=list(parts))
+    return Delayed(level[0], graph, layer=name)
+
+
 def tree_sum(parts: Sequence[Delayed]) -> Delayed:
     """Integer histograms of blocks summed by a tree reduction (fan-in :data:`TREE_FAN_IN`)."""
-    level = list(parts)
-    while len(level) > 1:
-        level = [dask.delayed(_sum_counts, pure=True)(level[i:i + TREE_FAN_IN])
-                 for i in range(0, len(level), TREE_FAN_IN)]
-    return level[0]
+    token = dask.base.tokenize([part.key for part in parts])
+    return _reduction(parts, _sum_counts, f"sum-counts-{token}")
 
 
 def _tree(parts: Sequence[Delayed], name: str) -> Delayed:
-    level = list(parts)
-    depth = 0
-    while len(level) > 1:
-        level = [
-            dask.delayed(combine, pure=True)(level[i:i + TREE_FAN_IN],
-                                              dask_key_name=f"{name}-combine-{depth}-{i}")
-            for i in range(0, len(level), TREE_FAN_IN)
-        ]
-        depth += 1
-    if depth == 0:
-        return dask.delayed(combine, pure=True)(level)
-    return level[0]
+    return _reduction(parts, combine, f"{name}-combine")
 
 
 def _with_clusters(summary: NullSummary, clusters: NullSummary) -> NullSummary:
