@@ -13,7 +13,9 @@ One randomization (:func:`bank_null_randomizations`):
 
 1. :func:`screen_cells` bounds every cell's SDM-Z from each study's largest kernel-scaled
    effect in the cell and flags the cells where a voxel may pass a threshold;
-2. :func:`cell_lists` lists, for each flagged cell, the peaks that reach it, in peak order;
+2. :func:`cell_lists` lists, for each flagged cell, the peaks that reach it, in peak order, and
+   their records are copied in list order (one loop of independent loads, so that many cache
+   misses are in flight at once);
 3. :func:`classify_cell` recreates and pools the flagged cells only: each study's kernels are
    combined into ``T = sum K`` and ``W = sum K^2 g`` (in peak order, as the reference's
    ``bincount`` adds them), turned into DerSimonian-Laird terms relative to a zero effect, and
@@ -404,32 +406,34 @@ def cell_lists(centre, cell_first, cell_id, candidate, list_first, list_peak, li
 
 
 @_jit
-def cell_voxel_z(b, lo, hi, list_peak, list_entry, peak_g, study_of, cell_code8, cell_mask, levels,
-                 sampling, constant, y, tot, wei):
+def cell_voxel_z(b, lo, hi, list_peak, peak_g, study_of, codes, masks, levels, sampling, constant, y,
+                 tot, wei):
     """SDM-Z at bit ``b`` of a cell from the peaks ``lo..hi-1`` of its list, with the reference's
-    arithmetic (:func:`~daskmeta.stats._sparse_null_jit.study_sums_z`; sums in peak order)."""
+    arithmetic (:func:`~daskmeta.stats._sparse_null_jit.study_sums_z`; sums in peak order).
+
+    ``codes``/``masks`` are the list's records (:func:`build_cells`) as bytes and 32-bit words,
+    row ``i`` for list position ``i``."""
     for s in range(sampling.shape[0]):
         tot[s] = 0.0
         wei[s] = 0.0
     for i in range(lo, hi):
-        m = list_entry[i]
-        if not (cell_mask[m, 7] >> np.uint32(b)) & np.uint32(1):
+        if not (masks[i, 7] >> np.uint32(b)) & np.uint32(1):
             continue
         p = list_peak[i]
-        value = levels[cell_code8[m, b]]
+        value = levels[codes[i, b]]
         tot[study_of[p]] += value
         wei[study_of[p]] += value * value * peak_g[p]
     return study_sums_z(tot, wei, sampling, constant, y)
 
 
 @_jit
-def classify_cell(cell, lo, hi, list_peak, list_entry, peak_g, study_of, sampling, constant, ratio,
-                  zero_sum, z_pos, z_neg, tol, cell_code8, cell_mask, levels,
-                  cell_voxel, terms, shared, total, weighted, sum_dw, sum_wy, sum_wy2, y, tot, wei,
-                  pos, n_pos, neg, n_neg):
+def classify_cell(cell, lo, hi, list_peak, peak_g, study_of, sampling, constant, ratio, zero_sum,
+                  z_pos, z_neg, tol, codes, masks, levels, cell_voxel, terms, shared, total,
+                  weighted, sum_dw, sum_wy, sum_wy2, y, tot, wei, pos, n_pos, neg, n_neg):
     """Recreate, pool and decide the voxels of one candidate cell.
 
-    The peaks ``list_peak[lo:hi]`` (increasing, so study after study) reach the cell. For each
+    The peaks ``list_peak[lo:hi]`` (increasing, so study after study) reach the cell, with
+    records ``codes[lo:hi]``/``masks[lo:hi]`` (:func:`cell_voxel_z`). For each
     study, a voxel one of its peaks reaches adds that peak's terms relative to a zero effect,
     tabulated by kernel level (:func:`peak_terms`: ``T = 0 + K = K`` and ``W = 0 + K^2 g =
     K^2 g`` exactly); a voxel several reach gathers ``T = sum K`` and ``W = sum K^2 g`` in peak
@@ -458,16 +462,15 @@ def classify_cell(cell, lo, hi, list_peak, list_entry, peak_g, study_of, samplin
         once = np.uint32(0)  # voxels one or more of the study's peaks reach
         twice = np.uint32(0)  # two or more
         for i in range(first, last):
-            bits = cell_mask[list_entry[i], 7]
+            bits = masks[i, 7]
             twice |= once & bits
             once |= bits
         reached |= once
         n_shared = 0
         for i in range(first, last):
             p = list_peak[i]
-            m = list_entry[i]
             g = peak_g[p]
-            bits = cell_mask[m, 7]
+            bits = masks[i, 7]
             b = -1
             while bits:
                 b += 1
@@ -475,7 +478,7 @@ def classify_cell(cell, lo, hi, list_peak, list_entry, peak_g, study_of, samplin
                 bits >>= np.uint32(1)
                 if not bit:
                     continue
-                level = cell_code8[m, b]
+                level = codes[i, b]
                 if not (twice >> np.uint32(b)) & np.uint32(1):
                     sum_dw[b] -= terms[p, level, 0]
                     sum_wy[b] += terms[p, level, 1]
@@ -522,8 +525,8 @@ def classify_cell(cell, lo, hi, list_peak, list_entry, peak_g, study_of, samplin
         unsure = ((swy2 - swy * mu >= (k - 1.0) - Q_MARGIN * (swy2 + 1.0) - margin_q)
                   | (abs(z - z_pos) <= margin_z) | (abs(z - z_neg) <= margin_z))
         if unsure:
-            z = cell_voxel_z(b, lo, hi, list_peak, list_entry, peak_g, study_of, cell_code8,
-                             cell_mask, levels, sampling, constant, y, tot, wei)
+            z = cell_voxel_z(b, lo, hi, list_peak, peak_g, study_of, codes, masks, levels,
+                             sampling, constant, y, tot, wei)
             n_exact += 1
         if z >= z_pos:
             pos[n_pos] = cell_voxel[cell, b]
@@ -600,6 +603,10 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
     list_peak = np.empty(longest, np.int64)
     list_entry = np.empty(longest, np.int64)
     scratch = np.empty((longest, 2), np.int64)
+    gathered = np.empty((longest, 4), np.uint64)  # the candidate cells' records, in list order
+    gathered8 = gathered.view(np.uint8)
+    gathered32 = gathered.view(np.uint32)
+    record64 = cell_record.view(np.uint64)
     shared = np.empty(width, np.int64)
     total = np.zeros(width)
     weighted = np.zeros(width)
@@ -624,6 +631,10 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
             counts[0, b] = n_cells
         cell_lists(centre[b], cell_first, cell_id, candidate, list_first, list_peak, list_entry,
                    scratch)
+        for i in range(list_first[n_cells]):  # independent loads: many cache misses in flight
+            m = list_entry[i]
+            for w in range(4):
+                gathered[i, w] = record64[m, w]
         n_pos = 0
         n_neg = 0
         n_exact = 0
@@ -633,8 +644,8 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
             if hi == lo:
                 continue
             n_pos, n_neg, done = classify_cell(
-                cell, lo, hi, list_peak, list_entry, peak_g, study_of, sampling, constant, ratio,
-                zero_sum, z_pos, z_neg, tol, cell_record, cell_words, levels, cell_voxel,
+                cell, lo, hi, list_peak, peak_g, study_of, sampling, constant, ratio, zero_sum,
+                z_pos, z_neg, tol, gathered8, gathered32, levels, cell_voxel,
                 terms, shared, total, weighted, sum_dw, sum_wy, sum_wy2, y, tot, wei, pos, n_pos,
                 neg, n_neg)
             n_exact += done
