@@ -126,7 +126,10 @@ def test_bank_cluster_block_equals_reference(bank, thresholds):
     args = (peak_g, N1, N2, 3, "bank-cluster", 4, 9, "gray_matter", 20.0, 1.0, 1.0, thresholds)
     got = kb.bank_cluster_block(*args)
     expected = kb.bank_cluster_block_reference(*args)
-    for field in expected._fields:
+    for field in expected._fields:  # extremes included (clipped at the thresholds)
+        if getattr(expected, field) is None:  # the voxel null's fields of a cluster block
+            assert getattr(got, field) is None
+            continue
         np.testing.assert_array_equal(getattr(got, field), getattr(expected, field))
         assert getattr(got, field).dtype == getattr(expected, field).dtype
     if thresholds[0] < 10:
@@ -148,6 +151,13 @@ def test_bank_cluster_block_at_thresholds_on_voxel_values(bank):
         got = kb.bank_cluster_block(*args)
         assert got.max_cluster_pos[0] == largest_cluster(z >= z_pos, mask) > 0
         assert got.max_cluster_neg[0] == largest_cluster(z <= z_neg, mask) > 0
+        assert got.max_z[0] == z.max() and got.min_z[0] == z.min()
+    # a threshold above the map's maximum: the threshold is recorded (an upper bound)
+    args = (peak_g, N1, N2, 8, "exact", 0, 1, "gray_matter", 20.0, 1.0, 1.0,
+            (positive[-1] + 0.5, negative[0] - 0.5))
+    got = kb.bank_cluster_block(*args)
+    assert got.max_z[0] == positive[-1] + 0.5 and got.min_z[0] == negative[0] - 0.5
+    assert got.max_cluster_pos[0] == got.max_cluster_neg[0] == 0
 
 
 def test_bank_cluster_block_clbp(bank, clbp):
@@ -158,6 +168,10 @@ def test_bank_cluster_block_clbp(bank, clbp):
     expected = kb.bank_cluster_block_reference(*args)
     np.testing.assert_array_equal(got.max_cluster_pos, expected.max_cluster_pos)
     np.testing.assert_array_equal(got.max_cluster_neg, expected.max_cluster_neg)
+    # the extremes of each map (voxel-level FWE, docs/methods.md 5.3), bit for bit
+    np.testing.assert_array_equal(got.max_z, expected.max_z)
+    np.testing.assert_array_equal(got.min_z, expected.min_z)
+    assert (got.max_z > CLBP_THRESHOLDS[0]).all() and len(np.unique(got.max_z)) == 12
     assert (got.max_cluster_pos > 0).all() and len(np.unique(got.max_cluster_pos)) > 8
     halves = [kb.bank_cluster_block(*args[:5], a, b, *args[7:]) for a, b in ((0, 5), (5, 12))]
     np.testing.assert_array_equal(np.concatenate([h.max_cluster_pos for h in halves]), got.max_cluster_pos)

@@ -130,8 +130,10 @@ def mean(
     xarray.Dataset
         Over ``voxel``: ``effect, variance, z, p, p_fwe, tau2, q, i2, p_q, q_z``; the null
         summaries ``null_hist`` (dim ``bin``) and ``null_max_z, null_min_z,
-        null_max_cluster_pos, null_max_cluster_neg`` (dim ``randomization``); parameters
-        in ``attrs``.
+        null_max_cluster_pos, null_max_cluster_neg`` (dim ``randomization``), with the
+        cluster-extent null also ``null_peak_max_z, null_peak_min_z``, the extremes that give
+        ``p_fwe`` (docs/methods.md, 5.3; ``attrs["fwe_null"]`` says which null gave it);
+        parameters in ``attrs``.
 
     References
     ----------
@@ -158,12 +160,20 @@ def mean(
     )
     null = {key: xr.DataArray(array, dims=("bin",) if key == "null_hist" else ("randomization",))
             for key, array in summary_arrays(summary, permutations).items()}
+    # voxel-level FWE from the cluster-extent null's maps (relocated peaks, smooth as the data's)
+    # where it runs, else from the voxel null's (docs/methods.md, 5.3)
+    cluster_null = voxel_p is not None and peaks is not None
+    if cluster_null:
+        extremes = null["null_peak_max_z"], null["null_peak_min_z"]
+    else:
+        del null["null_peak_max_z"], null["null_peak_min_z"]
+        extremes = null["null_max_z"], null["null_min_z"]
     p = xr.apply_ufunc(
         p_from_histogram, pooled.z, null["null_hist"], input_core_dims=[[], ["bin"]],
         dask="parallelized", output_dtypes=[np.float64],
     )
     fwe = xr.apply_ufunc(
-        p_fwe, pooled.z, null["null_max_z"], null["null_min_z"],
+        p_fwe, pooled.z, *extremes,
         input_core_dims=[[], ["randomization"], ["randomization"]],
         dask="parallelized", output_dtypes=[np.float64],
     )
@@ -174,7 +184,9 @@ def mean(
         "where": where or "", "permutations": int(permutations), "seed": int(seed),
         "voxel_p": float(voxel_p) if voxel_p is not None else -1.0,
         # whether null_max_cluster_* hold the cluster-extent null (it needs peaks and sizes)
-        "cluster_null": bool(voxel_p is not None and peaks is not None),
+        "cluster_null": bool(cluster_null),
+        # the null whose per-randomization extremes give p_fwe
+        "fwe_null": "relocated peaks" if cluster_null else "relocated voxels",
         "mask": maps.attrs["mask"],
         "preprocess": {key: maps.attrs.get(key) for key in ("fwhm", "anisotropy", "beta", "kernel")},
         "studies_hash": maps.attrs.get("studies_hash", ""),

@@ -98,6 +98,8 @@ def _analysis_key(settings: MeanAnalysis | CompareAnalysis, maps_attrs: dict[str
         "voxel_p": (threshold_params or {}).get("p"),
         "studies_hash": maps_attrs.get("studies_hash"),
         "preprocess": {k: maps_attrs.get(k) for k in ("fwhm", "anisotropy", "beta", "mask")},
+        # 2: p_fwe from the cluster-extent null's maxima (docs/methods.md, 5.3)
+        "null_version": 2,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

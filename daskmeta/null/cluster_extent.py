@@ -52,7 +52,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from daskmeta.model.grid import Mask, load_mask
-from daskmeta.stats.null import N_HIST, NullSummary
+from daskmeta.stats.null import N_HIST, NullSummary, clipped_extremes
 from daskmeta.stats.peak_kernel import KernelPaster
 from daskmeta.stats.sdm_model import variance_model
 
@@ -335,8 +335,9 @@ def relocated_classes(
         float(thresholds[0]), float(thresholds[1]), _tolerance(k), *_layout_arguments(mask_name, fwhm),
         np.empty(n_peaks, np.int64), np.empty(n_peaks, np.int64), np.zeros(width), np.zeros(width),
         np.zeros((3, width)), np.zeros(mask.lookup.shape[2], np.int8),
-        np.full(mask.lookup.shape[1], width, np.int64), np.zeros(mask.lookup.shape[1], np.int64),
-        np.empty(k), np.empty(k), np.empty(k), pos, neg)
+        np.zeros((2, mask.lookup.shape[2])), np.full(mask.lookup.shape[1], width, np.int64),
+        np.zeros(mask.lookup.shape[1], np.int64), np.empty(k), np.empty(k), np.empty(k), pos, neg,
+        np.zeros(2))
     return pos[:n_pos].copy(), neg[:n_neg].copy(), int(n_exact)
 
 
@@ -378,7 +379,9 @@ def cluster_null_block(
     Returns
     -------
     NullSummary
-        Empty histogram and max/min z; ``max_cluster_pos``/``max_cluster_neg`` filled.
+        Empty histogram; ``max_z``/``min_z`` each randomization's extremes, clipped at the
+        thresholds (:func:`~daskmeta.stats.null.clipped_extremes`); ``max_cluster_pos``/
+        ``max_cluster_neg`` filled.
     """
     from daskmeta.null.seeds import randomization_seeds
     from daskmeta.stats import _sparse_null_jit as _sparse_kernel
@@ -398,12 +401,12 @@ def cluster_null_block(
         voxels[row] = np.random.default_rng(sequence).integers(0, mask.n_voxels, len(g))
     peak_ijk = np.ascontiguousarray(mask.ijk[voxels], dtype=np.int64)
     largest = np.zeros((2, n), dtype=np.int64)
+    extremes = np.zeros((2, n))
     _sparse_kernel.cluster_null_randomizations(
         peak_ijk, g, study_of, sampling, constant, float(thresholds[0]), float(thresholds[1]),
         _tolerance(len(sampling)), *_layout_arguments(mask_name, fwhm), hood.padded_index,
-        hood.padded_lookup, hood.offsets, largest, np.zeros(n, np.int64))
-    empty = np.zeros(n)
-    return NullSummary(np.zeros(N_HIST, np.int64), empty, empty, largest[0], largest[1])
+        hood.padded_lookup, hood.offsets, largest, extremes, np.zeros(n, np.int64))
+    return NullSummary(np.zeros(N_HIST, np.int64), extremes[0], extremes[1], largest[0], largest[1])
 
 
 def cluster_null_block_fused(
@@ -426,9 +429,10 @@ def cluster_null_block_fused(
     counts = np.isfinite(peak_g).sum(1)
     n = stop - start
     largest = np.zeros((2, n), dtype=np.int64)
+    extremes = np.zeros((2, n))
     for row, sequence in enumerate(randomization_seeds(seed, name, start, stop, stream=1)):
         rng = np.random.default_rng(sequence)
         z = paste.pooled_z(*relocated_peaks(rng, counts, peak_g, mask), sampling, constant)
         largest[:, row] = largest_clusters(z, thresholds, mask)
-    empty = np.zeros(n)
-    return NullSummary(np.zeros(N_HIST, np.int64), empty, empty, largest[0], largest[1])
+        extremes[:, row] = clipped_extremes(z, thresholds)
+    return NullSummary(np.zeros(N_HIST, np.int64), extremes[0], extremes[1], largest[0], largest[1])

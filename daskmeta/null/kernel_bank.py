@@ -36,7 +36,7 @@ from scipy import sparse
 
 from daskmeta.model.grid import cache_dir, load_mask, templates, tissue_probabilities
 from daskmeta.stats.labelling import largest_cluster
-from daskmeta.stats.null import N_HIST, NullSummary
+from daskmeta.stats.null import N_HIST, NullSummary, clipped_extremes
 from daskmeta.stats.peak_kernel import (
     KERNEL_FLOOR,
     kernel_radius,
@@ -479,12 +479,13 @@ def bank_cluster_block_reference(
     g, study_of, sampling, constant = _arguments(peak_g, n1, n2)
     centres = _relocated_centres(seed, name, start, stop, len(g), len(bank.centres))
     largest = np.zeros((2, stop - start), dtype=np.int64)
+    extremes = np.zeros((2, stop - start))
     for row, centre in enumerate(centres):
         z = bank_relocated_z(centre, g, study_of, sampling, constant, bank, mask.n_voxels)
         largest[0, row] = largest_cluster(z >= thresholds[0], mask)
         largest[1, row] = largest_cluster(z <= thresholds[1], mask)
-    empty = np.zeros(stop - start)
-    return NullSummary(np.zeros(N_HIST, np.int64), empty, empty, largest[0], largest[1])
+        extremes[:, row] = clipped_extremes(z, thresholds)
+    return NullSummary(np.zeros(N_HIST, np.int64), extremes[0], extremes[1], largest[0], largest[1])
 
 
 def bank_cluster_block(
@@ -524,7 +525,9 @@ def bank_cluster_block(
     Returns
     -------
     NullSummary
-        Empty histogram and max/min z; ``max_cluster_pos``/``max_cluster_neg`` filled.
+        Empty histogram; ``max_z``/``min_z`` each randomization's extremes, clipped at the
+        thresholds (:func:`~daskmeta.stats.null.clipped_extremes`); ``max_cluster_pos``/
+        ``max_cluster_neg`` filled.
     """
     from daskmeta.null.cluster_extent import _certifiable, _tolerance, neighbourhood
     from daskmeta.stats import _bank_null_jit as _bank_kernel
@@ -540,6 +543,7 @@ def bank_cluster_block(
     taus, growth = screen_grid(g, study_of, sampling, constant)
     inv_tau = 1.0 / (sampling[:, None] + taus[None, :])
     largest = np.zeros((2, stop - start), dtype=np.int64)
+    extremes = np.zeros((2, stop - start))
     cells = cell_bank(mask_name, float(fwhm), float(anisotropy), float(beta))
     record = np.asarray(cells.cell_record)
     _bank_kernel.bank_null_randomizations(
@@ -547,6 +551,5 @@ def bank_cluster_block(
         np.asarray(bank.levels), np.asarray(cells.cell_first), np.asarray(cells.cell_id),
         np.asarray(cells.cell_code), record, record.view(np.uint32), coarse_cells(mask_name).voxel,
         inv_tau, inv_tau.sum(0), taus, growth, bool(screen), hood.padded_index, hood.padded_lookup,
-        hood.offsets, largest, np.zeros((2, stop - start), np.int64))
-    empty = np.zeros(stop - start)
-    return NullSummary(np.zeros(N_HIST, np.int64), empty, empty, largest[0], largest[1])
+        hood.offsets, largest, extremes, np.zeros((2, stop - start), np.int64))
+    return NullSummary(np.zeros(N_HIST, np.int64), extremes[0], extremes[1], largest[0], largest[1])

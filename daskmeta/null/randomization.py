@@ -28,7 +28,7 @@ from daskmeta.null.engines import DEFAULT_ENGINE, Engine, null_blocks
 from daskmeta.null.kernel_bank import bank_cluster_block
 from daskmeta.null.seeds import block_bounds, randomization_seeds
 from daskmeta.stats.labelling import largest_cluster
-from daskmeta.stats.null import N_HIST, NullSummary, combine
+from daskmeta.stats.null import N_HIST, NullSummary, clipped_extremes, combine
 from daskmeta.stats.pvalues import z_threshold_for_p
 from daskmeta.stats.sdm_model import pooled_z, variance_model
 
@@ -57,6 +57,7 @@ def _cluster_block(
     z_pos, z_neg = thresholds
     n = stop - start
     largest = np.zeros((2, n), dtype=np.int64)
+    extremes = np.zeros((2, n))
     for row, sequence in enumerate(randomization_seeds(seed, name, start, stop, stream=1)):
         rng = np.random.default_rng(sequence)
         effect = np.empty((len(counts), n_voxels))
@@ -68,8 +69,8 @@ def _cluster_block(
         z = pooled_z(effect, sampling, constant)
         largest[0, row] = largest_cluster(z >= z_pos, mask)
         largest[1, row] = largest_cluster(z <= z_neg, mask)
-    empty = np.zeros(n)
-    return NullSummary(np.zeros(N_HIST, np.int64), empty, empty, largest[0], largest[1])
+        extremes[:, row] = clipped_extremes(z, thresholds)
+    return NullSummary(np.zeros(N_HIST, np.int64), extremes[0], extremes[1], largest[0], largest[1])
 
 
 def _sum_counts(parts: Sequence[np.ndarray]) -> np.ndarray:
@@ -110,8 +111,12 @@ def _tree(parts: Sequence[Delayed], name: str) -> Delayed:
 
 
 def _with_clusters(summary: NullSummary, clusters: NullSummary) -> NullSummary:
+    """The voxel null's summary with the cluster-extent null's largest clusters and extremes
+    (the cluster blocks return their clipped extremes as ``max_z``/``min_z``)."""
     return summary._replace(max_cluster_pos=clusters.max_cluster_pos,
-                            max_cluster_neg=clusters.max_cluster_neg)
+                            max_cluster_neg=clusters.max_cluster_neg,
+                            peak_max_z=clusters.max_z, peak_min_z=clusters.min_z)
+
 
 
 def _thresholds(summary: NullSummary, p: float) -> tuple[float, float]:
@@ -203,16 +208,27 @@ def null_summary(
 
 
 def summary_arrays(summary: Delayed, n_randomizations: int) -> dict[str, da.Array]:
-    """The fields of a lazy NullSummary as Dask arrays (``bin`` and ``randomization``)."""
+    """The fields of a lazy NullSummary as Dask arrays (``bin`` and ``randomization``).
+
+    ``null_peak_max_z``/``null_peak_min_z`` are NaN where the cluster-extent null was not run.
+    """
     field = functools.partial(_field, summary)
+    shape = (n_randomizations,)
     return {
         "null_hist": da.from_delayed(field("hist"), (N_HIST,), np.int64),
-        "null_max_z": da.from_delayed(field("max_z"), (n_randomizations,), np.float64),
-        "null_min_z": da.from_delayed(field("min_z"), (n_randomizations,), np.float64),
-        "null_max_cluster_pos": da.from_delayed(field("max_cluster_pos"), (n_randomizations,), np.int64),
-        "null_max_cluster_neg": da.from_delayed(field("max_cluster_neg"), (n_randomizations,), np.int64),
+        "null_max_z": da.from_delayed(field("max_z"), shape, np.float64),
+        "null_min_z": da.from_delayed(field("min_z"), shape, np.float64),
+        "null_max_cluster_pos": da.from_delayed(field("max_cluster_pos"), shape, np.int64),
+        "null_max_cluster_neg": da.from_delayed(field("max_cluster_neg"), shape, np.int64),
+        "null_peak_max_z": da.from_delayed(field("peak_max_z", shape), shape, np.float64),
+        "null_peak_min_z": da.from_delayed(field("peak_min_z", shape), shape, np.float64),
     }
 
 
-def _field(summary: Delayed, name: str) -> Delayed:
-    return dask.delayed(getattr, pure=True)(summary, name)
+def _get(summary: NullSummary, name: str, shape: tuple[int, ...] | None) -> np.ndarray:
+    value = getattr(summary, name)
+    return np.full(shape, np.nan) if value is None and shape is not None else value
+
+
+def _field(summary: Delayed, name: str, shape: tuple[int, ...] | None = None) -> Delayed:
+    return dask.delayed(_get, pure=True)(summary, name, shape)

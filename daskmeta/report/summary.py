@@ -221,13 +221,19 @@ def methods_text(result: xr.Dataset, threshold: dict[str, Any]) -> str:
                           "had been computed as the study maps' (the same anisotropic kernel)")
         else:
             relocation = "uniformly random mask voxels"
-        cluster_fwe = (", and cluster-level FWE p-values from the largest cluster of each of "
-                       "the same number of randomizations that relocated every study's peaks to "
-                       f"{relocation} and recreated its map as the study maps were (chosen in "
-                       "daskmeta, since relocating voxels removes the maps' spatial smoothness), "
-                       f"thresholded at the SDM-Z of the voxel null's p < {_num(float(voxel_p))}")
+        fwe_text = ("Beyond SDM (chosen in daskmeta), family-wise error (FWE) corrected p-values "
+                    "came from a second null of the same number of randomizations that relocated "
+                    f"every study's peaks to {relocation} and recreated its map as the study maps "
+                    "were (relocated voxels would lose the maps' spatial smoothness, which makes "
+                    "voxel maxima conservative and clusters small): voxel-level FWE p-values from "
+                    "the maximum and minimum SDM-Z of each of its randomizations (Nichols & Holmes "
+                    "2002; a maximum below the SDM-Z of the voxel null's p < "
+                    f"{_num(float(voxel_p))} counted as that SDM-Z), cluster-level ones from the "
+                    "largest cluster of each randomization thresholded at that SDM-Z")
     else:
-        cluster_fwe = " (no cluster-level null was recorded)"
+        fwe_text = ("Beyond SDM (chosen in daskmeta), family-wise error (FWE) corrected voxel "
+                    "p-values were derived from the maximum and minimum SDM-Z of each "
+                    "randomization (Nichols & Holmes 2002; no cluster-level null was recorded)")
     sentences = [
         f"The meta-analysis was run with daskmeta {attrs['daskmeta_version']}, an open "
         "implementation of seed-based d mapping with anisotropic effect-size signed kernels "
@@ -268,10 +274,8 @@ def methods_text(result: xr.Dataset, threshold: dict[str, Any]) -> str:
         "(the defaults of Radua et al. 2012), positive and negative effects separately, with "
         "26-connected clusters (chosen in daskmeta); each cluster was reported by its maximum and "
         f"by local maxima at least {_num(MIN_PEAK_DISTANCE_MM)} mm apart (chosen in daskmeta).",
-        "Beyond SDM (chosen in daskmeta), family-wise error (FWE) corrected voxel p-values were "
-        "derived from the maximum and minimum SDM-Z of each randomization (Nichols & Holmes "
-        f"2002){cluster_fwe}; with {n_random} randomizations the smallest attainable FWE p-value "
-        f"is 1/{n_random + 1}.",
+        f"{fwe_text}; with {n_random} randomizations the smallest attainable FWE p-value is "
+        f"1/{n_random + 1}.",
         "Peaks were labelled with the AAL atlas (AAL2 edition; Tzourio-Mazoyer et al. 2002; "
         "Rolls et al. 2015) and cluster breakdowns list the AAL regions and Talairach Daemon "
         "Brodmann areas (Lancaster et al. 2000, in MNI space by Lancaster et al. 2007) holding at "
@@ -402,10 +406,12 @@ def _null_facts(result: xr.Dataset, threshold: dict[str, Any]) -> list[str]:
         z_pos, z_neg = z_threshold_for_p(hist, float(np.nextafter(float(threshold["p"]), 0.0)))
         lines.append(f"- Voxel p < {_num(threshold['p'])} corresponds in this null to SDM-Z >= "
                      f"{z_pos:.3f} (positive) and SDM-Z <= {z_neg:.3f} (negative).")
-    max_z = np.asarray(result["null_max_z"], dtype=np.float64)
-    min_z = np.asarray(result["null_min_z"], dtype=np.float64)
+    peaks = "null_peak_max_z" in result
+    max_z = np.asarray(result["null_peak_max_z" if peaks else "null_max_z"], dtype=np.float64)
+    min_z = np.asarray(result["null_peak_min_z" if peaks else "null_min_z"], dtype=np.float64)
     if n_random >= MIN_RANDOMIZATIONS_FOR_PERCENTILES and max_z.size:
-        lines.append(f"- 95th percentile of the per-randomization maximum SDM-Z: "
+        which = " of the peak-relocation null" if peaks else ""
+        lines.append(f"- 95th percentile of the per-randomization maximum SDM-Z{which}: "
                      f"{np.percentile(max_z, 95):.3f} (5th percentile of the minimum: "
                      f"{np.percentile(min_z, 5):.3f}), the FWE 5% voxel thresholds.")
         voxel_p = attrs.get("voxel_p")

@@ -429,7 +429,8 @@ def cell_voxel_z(b, lo, hi, list_peak, peak_g, study_of, codes, masks, levels, s
 @_jit
 def classify_cell(cell, lo, hi, list_peak, peak_g, study_of, sampling, constant, ratio, zero_sum,
                   z_pos, z_neg, tol, codes, masks, levels, cell_voxel, terms, shared, total,
-                  weighted, sum_dw, sum_wy, sum_wy2, y, tot, wei, pos, n_pos, neg, n_neg):
+                  weighted, sum_dw, sum_wy, sum_wy2, y, tot, wei, pos, n_pos, neg, n_neg, best_pos,
+                  best_neg):
     """Recreate, pool and decide the voxels of one candidate cell.
 
     The peaks ``list_peak[lo:hi]`` (increasing, so study after study) reach the cell, with
@@ -446,10 +447,15 @@ def classify_cell(cell, lo, hi, list_peak, peak_g, study_of, sampling, constant,
     The local work arrays (``total``, ``weighted``, ``sum_*``: one entry per bit of a
     cell) are zero on entry and left zero.
 
+    ``best_pos``/``best_neg`` are the largest and smallest exact z so far among passing voxels
+    (the thresholds when none): a passing voxel whose fast z may exceed them (beyond its error
+    bound) gets its exact z.
+
     Returns
     -------
-    (int, int, int)
-        The new ``n_pos`` and ``n_neg`` and the number of voxels decided by :func:`cell_voxel_z`.
+    (int, int, int, float, float)
+        The new ``n_pos`` and ``n_neg``, the number of voxels whose z came from
+        :func:`cell_voxel_z`, and the new ``best_pos`` and ``best_neg``.
     """
     k = sampling.shape[0]
     reached = np.uint32(0)
@@ -531,17 +537,29 @@ def classify_cell(cell, lo, hi, list_peak, peak_g, study_of, sampling, constant,
         if z >= z_pos:
             pos[n_pos] = cell_voxel[cell, b]
             n_pos += 1
+            if unsure:
+                best_pos = max(best_pos, z)
+            elif z + margin_z > best_pos:  # may be the largest: its exact z
+                best_pos = max(best_pos, cell_voxel_z(b, lo, hi, list_peak, peak_g, study_of, codes,
+                                                      masks, levels, sampling, constant, y, tot, wei))
+                n_exact += 1
         if z <= z_neg:
             neg[n_neg] = cell_voxel[cell, b]
             n_neg += 1
-    return n_pos, n_neg, n_exact
+            if unsure:
+                best_neg = min(best_neg, z)
+            elif z - margin_z < best_neg:
+                best_neg = min(best_neg, cell_voxel_z(b, lo, hi, list_peak, peak_g, study_of, codes,
+                                                      masks, levels, sampling, constant, y, tot, wei))
+                n_exact += 1
+    return n_pos, n_neg, n_exact, best_pos, best_neg
 
 
 @_jit
 def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, tol, levels,
                              cell_first, cell_id, cell_code, cell_record, cell_words, cell_voxel,
                              inv_tau, zero_tau, taus, widen, screen, padded_index, padded_lookup,
-                             offsets, largest, counts):
+                             offsets, largest, extremes, counts):
     """Largest clusters of several randomizations of the bank null (see the module docstring).
 
     Parameters
@@ -573,6 +591,9 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
         The mask's 26-neighbourhood (:class:`~daskmeta.null.cluster_extent.Neighbourhood`).
     largest : ndarray of int64, shape (2, n_randomizations)
         The largest positive and negative cluster of each randomization (written).
+    extremes : ndarray of float64, shape (2, n_randomizations)
+        Each randomization's largest z, or ``z_pos`` if larger, and its smallest z, or
+        ``z_neg`` if smaller (written; the reference arithmetic's values).
     counts : ndarray of int64, shape (2, n_randomizations)
         Candidate cells and voxels decided by the reference arithmetic, per randomization
         (written).
@@ -638,18 +659,22 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
         n_pos = 0
         n_neg = 0
         n_exact = 0
+        best_pos = z_pos
+        best_neg = z_neg
         for cell in range(n_cells):
             lo = list_first[cell]
             hi = list_first[cell + 1]
             if hi == lo:
                 continue
-            n_pos, n_neg, done = classify_cell(
+            n_pos, n_neg, done, best_pos, best_neg = classify_cell(
                 cell, lo, hi, list_peak, peak_g, study_of, sampling, constant, ratio, zero_sum,
                 z_pos, z_neg, tol, gathered8, gathered32, levels, cell_voxel,
                 terms, shared, total, weighted, sum_dw, sum_wy, sum_wy2, y, tot, wei, pos, n_pos,
-                neg, n_neg)
+                neg, n_neg, best_pos, best_neg)
             n_exact += done
         counts[1, b] = n_exact
+        extremes[0, b] = best_pos
+        extremes[1, b] = best_neg
         pos[:n_pos].sort()  # labelling visits voxels in increasing order
         neg[:n_neg].sort()
         largest[0, b] = largest_listed_component(pos, n_pos, padded_index, padded_lookup, offsets,

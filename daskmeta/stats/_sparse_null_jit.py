@@ -135,8 +135,8 @@ def study_sums_z(tot, wei, sampling, constant, y):
 @_jit
 def classify_randomization(peak_ijk, peak_g, study_of, sampling, constant, ratio, zero_sum, z_pos,
                            z_neg, tol, row_info, plane_size, half, reach_j, tab1, table, reach,
-                           before, near, row_near, total, weighted, sums, code, row_lo, row_hi, y,
-                           tot, wei, pos, neg):
+                           before, near, row_near, total, weighted, sums, code, row_z, row_lo,
+                           row_hi, y, tot, wei, pos, neg, extremes):
     """The voxels of one randomization whose SDM-Z passes ``z >= z_pos`` / ``z <= z_neg``.
 
     Exactly the voxels at which :func:`relocated_z` of the same peaks passes each threshold
@@ -202,6 +202,8 @@ def classify_randomization(peak_ijk, peak_g, study_of, sampling, constant, ratio
         Work array, all zero on entry (left all zero).
     code : ndarray of int8, shape (>= nz,)
         Work array.
+    row_z : ndarray of float64, shape (2, >= nz)
+        Work array (each voxel's fast z and its error bound in the row at hand).
     row_lo, row_hi : ndarray of int64, shape (ny,)
         Work arrays, ``row_lo`` all ``total.shape[0]`` and ``row_hi`` all 0 on entry (left so).
     y, tot, wei : ndarray of float64, shape (n_studies,)
@@ -209,12 +211,18 @@ def classify_randomization(peak_ijk, peak_g, study_of, sampling, constant, ratio
     pos, neg : ndarray of int64, shape (n_voxels,)
         The passing voxels, in increasing order, are written to ``pos[:n_pos]`` and
         ``neg[:n_neg]``.
+    extremes : ndarray of float64, shape (2,)
+        Written: the largest z, or ``z_pos`` if larger, and the smallest z, or ``z_neg`` if
+        smaller (the reference arithmetic's values: a passing voxel whose fast z may exceed the
+        largest so far, beyond its error bound, gets its exact z).
 
     Returns
     -------
     (int, int, int)
         ``n_pos``, ``n_neg`` and the number of voxels recomputed exactly.
     """
+    best_pos = z_pos
+    best_neg = z_neg
     nx = plane_size.shape[0]
     ny = row_info.shape[0] // (3 * nx)
     k = sampling.shape[0]
@@ -326,6 +334,8 @@ def classify_randomization(peak_ijk, peak_g, study_of, sampling, constant, ratio
                 value = ((CODE_EXACT if unsure else 0) | (CODE_POS if z >= z_pos else 0)
                          | (CODE_NEG if z <= z_neg else 0))
                 code[q] = value
+                row_z[0, q] = z
+                row_z[1, q] = margin_z
                 flagged |= value
             for q in range(span + ROW_SPARE):
                 sum_dw[first + q] = 0.0
@@ -341,7 +351,13 @@ def classify_randomization(peak_ijk, peak_g, study_of, sampling, constant, ratio
                 v = before[i, j, kf + q]
                 if before[i, j, kf + q + 1] == v:
                     continue  # inside the row's span, off the mask
-                if value & CODE_EXACT:
+                z = row_z[0, q]
+                # the exact z where the decision is uncertain, or where a passing voxel's fast z
+                # may exceed the extreme so far
+                exact = (value & CODE_EXACT) != 0 or (
+                    (value & CODE_POS) != 0 and z + row_z[1, q] > best_pos) or (
+                    (value & CODE_NEG) != 0 and z - row_z[1, q] < best_neg)
+                if exact:
                     if n_row < 0:
                         n_row = 0
                         for nn in range(n_near):
@@ -351,14 +367,21 @@ def classify_randomization(peak_ijk, peak_g, study_of, sampling, constant, ratio
                                 n_row += 1
                     z = exact_voxel_z(i, j, kf + q, row_near, n_row, peak_ijk, peak_g, study_of,
                                       table, reach, sampling, constant, y, tot, wei)
-                    value = (CODE_POS if z >= z_pos else 0) | (CODE_NEG if z <= z_neg else 0)
+                    if value & CODE_EXACT:
+                        value = (CODE_POS if z >= z_pos else 0) | (CODE_NEG if z <= z_neg else 0)
                     n_exact += 1
                 if value & CODE_POS:
                     pos[n_pos] = v
                     n_pos += 1
+                    if exact:
+                        best_pos = max(best_pos, z)
                 if value & CODE_NEG:
                     neg[n_neg] = v
                     n_neg += 1
+                    if exact:
+                        best_neg = min(best_neg, z)
+    extremes[0] = best_pos
+    extremes[1] = best_neg
     return n_pos, n_neg, n_exact
 
 
@@ -413,7 +436,7 @@ def largest_listed_component(voxels, n, padded_index, padded_lookup, offsets, sl
 @_jit
 def cluster_null_randomizations(peak_ijk, peak_g, study_of, sampling, constant, z_pos, z_neg, tol,
                                 row_info, plane_size, half, reach_j, tab1, table, reach, before,
-                                padded_index, padded_lookup, offsets, largest, n_exact):
+                                padded_index, padded_lookup, offsets, largest, extremes, n_exact):
     """Largest clusters of several randomizations (:func:`classify_randomization`, then
     :func:`largest_listed_component` on each direction's voxels).
 
@@ -429,6 +452,8 @@ def cluster_null_randomizations(peak_ijk, peak_g, study_of, sampling, constant, 
         The 26-neighbourhood, as in :func:`largest_component`.
     largest : ndarray of int64, shape (2, n_randomizations)
         The largest positive and negative cluster of each randomization (written).
+    extremes : ndarray of float64, shape (2, n_randomizations)
+        Each randomization's clipped extremes (:func:`classify_randomization`; written).
     n_exact : ndarray of int64, shape (n_randomizations,)
         The voxels each randomization recomputed exactly (written).
     """
@@ -449,6 +474,7 @@ def cluster_null_randomizations(peak_ijk, peak_g, study_of, sampling, constant, 
     weighted = np.zeros(width)
     sums = np.zeros((3, width))
     code = np.zeros(before.shape[2], np.int8)
+    row_z = np.zeros((2, before.shape[2]))
     row_lo = np.full(before.shape[1], width, np.int64)
     row_hi = np.zeros(before.shape[1], np.int64)
     y = np.empty(k)
@@ -463,7 +489,7 @@ def cluster_null_randomizations(peak_ijk, peak_g, study_of, sampling, constant, 
         n_pos, n_neg, n_exact[b] = classify_randomization(
             peak_ijk[b], peak_g, study_of, sampling, constant, ratio, zero_sum, z_pos, z_neg, tol,
             row_info, plane_size, half, reach_j, tab1, table, reach, before, near, row_near, total,
-            weighted, sums, code, row_lo, row_hi, y, tot, wei, pos, neg)
+            weighted, sums, code, row_z, row_lo, row_hi, y, tot, wei, pos, neg, extremes[:, b])
         largest[0, b] = largest_listed_component(pos, n_pos, padded_index, padded_lookup, offsets,
                                                  slot, parent, size)
         largest[1, b] = largest_listed_component(neg, n_neg, padded_index, padded_lookup, offsets,

@@ -84,6 +84,11 @@ class NullSummary(NamedTuple):
     max_cluster_pos, max_cluster_neg : ndarray of int64, shape (n_randomizations,)
         Largest positive and negative cluster of each randomization (zeros when no cluster
         function was given).
+    peak_max_z, peak_min_z : ndarray of float64, shape (n_randomizations,), or None
+        Maximum and minimum z of each randomization of the cluster-extent null (relocated
+        peaks, docs/methods.md 5.3), the maximum raised to the positive cluster-forming
+        threshold where it lies below it and the minimum lowered to the negative one; None
+        when that null was not run.
     """
 
     hist: NDArray[np.int64]
@@ -91,6 +96,8 @@ class NullSummary(NamedTuple):
     min_z: NDArray[np.float64]
     max_cluster_pos: NDArray[np.int64]
     max_cluster_neg: NDArray[np.int64]
+    peak_max_z: NDArray[np.float64] | None = None
+    peak_min_z: NDArray[np.float64] | None = None
 
     @property
     def n_randomizations(self) -> int:
@@ -350,4 +357,22 @@ def combine(summaries: Iterable[NullSummary]) -> NullSummary:
         min_z=np.concatenate([s.min_z for s in summaries]).astype(np.float64, copy=False),
         max_cluster_pos=np.concatenate([s.max_cluster_pos for s in summaries]).astype(np.int64),
         max_cluster_neg=np.concatenate([s.max_cluster_neg for s in summaries]).astype(np.int64),
+        peak_max_z=_concatenated([s.peak_max_z for s in summaries]),
+        peak_min_z=_concatenated([s.peak_min_z for s in summaries]),
     )
+
+
+def clipped_extremes(z: ArrayLike, thresholds: tuple[float, float]) -> tuple[float, float]:
+    """``(max(max z, z_pos), min(min z, z_neg))``: one randomization's extremes as the
+    cluster-extent null records them (docs/methods.md, 5.3). Above ``z_pos`` (below ``z_neg``)
+    they are the map's own; a map that never reaches the threshold records the threshold, an
+    upper bound of its maximum, which keeps ``p_fwe`` valid below the threshold."""
+    z = np.asarray(z, dtype=np.float64)
+    return max(float(np.max(z)), float(thresholds[0])), min(float(np.min(z)), float(thresholds[1]))
+
+
+def _concatenated(parts: list[NDArray[np.float64] | None]) -> NDArray[np.float64] | None:
+    """The parts end to end, or None if any part is None (a null that was not run)."""
+    if any(part is None for part in parts):
+        return None
+    return np.concatenate(parts).astype(np.float64, copy=False)  # type: ignore[arg-type]

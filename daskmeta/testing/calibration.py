@@ -4,7 +4,8 @@ A mean analysis (:func:`daskmeta.analyses.means.mean`) gives two family-wise err
 corrected p-values:
 
 - **voxel** (docs/methods.md, section 5.3): the observed extreme z against the maxima
-  ``null_max_z`` (minima ``null_min_z``) of the voxel-relocation null (section 5.1);
+  ``null_peak_max_z`` (minima ``null_peak_min_z``) of the cluster-extent null's maps where it
+  ran, else against ``null_max_z`` (``null_min_z``) of the voxel-relocation null (section 5.1);
 - **cluster** (section 5.4): the observed largest cluster above the voxel null's ``p <
   voxel_p`` thresholds against the largest clusters ``null_max_cluster_pos`` /
   ``null_max_cluster_neg`` of the cluster-extent null, which relocates each study's peaks and
@@ -274,7 +275,9 @@ def replicate_rows(result: xr.Dataset, replicate: int = 0, seed: int = 0,
         cluster = (z_thr, size, float(fwe_p(size, null)), null, "upper")
         extreme = int(np.argmax(z) if positive else np.argmin(z))
         signed = z[extreme] > 0 if positive else z[extreme] < 0
-        voxel_null = result["null_max_z" if positive else "null_min_z"].values
+        # the extremes p_fwe was computed from (the peak-relocation null's where it ran)
+        prefix = "null_peak_" if "null_peak_max_z" in result else "null_"
+        voxel_null = result[prefix + ("max_z" if positive else "min_z")].values
         voxel = (np.nan, float(z[extreme]), float(p_fwe[extreme]) if signed else 1.0, voxel_null,
                  "upper" if positive else "lower")
         for kind, (threshold, observed, p, kind_null, tail) in zip(KINDS, (cluster, voxel),
