@@ -14,8 +14,8 @@ largest clusters above and below the voxel thresholds.
 - :func:`bank_relocated_z`: the reference z map of one randomization (NumPy ``bincount`` and
   :func:`~daskmeta.stats.sdm_model.pooled_z`);
 - :func:`bank_cluster_block_reference`: largest clusters from those maps (SciPy labelling);
-- :func:`bank_cluster_block`: what the null graph runs, the same cluster sizes from certified
-  threshold decisions (:mod:`daskmeta.stats._bank_null_jit`).
+- :func:`bank_cluster_block`: what the null graph runs, the same cluster sizes and extremes from
+  a screen of cells and certified threshold decisions (:mod:`daskmeta.stats._bank_null_jit`).
 """
 
 from __future__ import annotations
@@ -497,9 +497,10 @@ def bank_cluster_block(
 
     Each randomization moves every peak to a uniformly drawn centre of the :func:`kernel_bank`
     (one ``integers(0, n_centres, n_peaks)`` per randomization, stream 1), recreates and pools
-    the maps and records the largest clusters of ``z >= z_pos`` and ``z <= z_neg``; the same
-    sizes as :func:`bank_cluster_block_reference`, from certified decisions
-    (:func:`daskmeta.stats._bank_null_jit.classify_bank`). Falls back to the reference where the
+    the maps and records the largest clusters of ``z >= z_pos`` and ``z <= z_neg`` and the
+    maps' clipped extremes; the same numbers as :func:`bank_cluster_block_reference`, from the
+    screen of cells and certified decisions (:mod:`daskmeta.stats._bank_null_jit`,
+    :func:`~daskmeta.stats._bank_null_jit.bank_null_randomizations`). Falls back to the reference where the
     certificate's premises fail (``a <= 0``, ``c < 0``, non-finite values, thresholds not on
     both sides of 0, or a single study).
 

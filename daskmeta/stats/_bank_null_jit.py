@@ -85,7 +85,7 @@ def peak_terms(levels, peak_g, study_of, sampling, constant, ratio, terms):
     """Each peak's terms at each kernel level, for a voxel only that peak of its study reaches.
 
     ``terms[p, l]`` holds ``(c/a) x``, ``T W / D`` and ``x = W^2 / D`` with ``T = K``, ``W = K^2 g``
-    and ``D = a T^2 + c W^2`` for ``K = levels[l]``: the operations :func:`classify_bank` performs
+    and ``D = a T^2 + c W^2`` for ``K = levels[l]``: the operations :func:`classify_cell` performs
     on such a voxel's sums (``0 + K = K`` and ``0 + K^2 g = K^2 g`` exactly), so the same doubles.
     """
     for p in range(peak_g.shape[0]):
