@@ -140,6 +140,29 @@ def test_extract_rejects_bad_input(maps):
         extract(maps.isel(voxel=slice(0, 100)), [[0.0, 0.0, 0.0]])
 
 
+@pytest.mark.filterwarnings("ignore:Sending large graph")  # the fixture's in-memory maps
+def test_funnel_plots_drawn_on_workers_are_the_same_files(maps, clusters, tmp_path):
+    """With a client the funnel plots are rendered on its worker processes and written here:
+    the files are those drawn in this process, byte for byte."""
+    import distributed
+
+    studies = ["study00", "study01", "study02", "study03", "study04", "study06"]
+    here = publication_bias(maps, clusters, studies, tmp_path / "here", analysis="pain")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address="127.0.0.1:0", host="127.0.0.1") as cluster, \
+            distributed.Client(cluster) as client:
+        there = publication_bias(maps, clusters, studies, tmp_path / "workers", analysis="pain",
+                                 client=client)
+        ran = client.run(lambda dask_worker: dask_worker.state.executed_count)
+    assert sum(ran.values()) >= 2  # both plots were tasks
+    pd.testing.assert_frame_equal(here, there)
+    names = sorted(p.name for p in (tmp_path / "here").iterdir())
+    assert names == ["egger.tsv", "funnel_cluster1.png", "funnel_cluster2.png"]
+    assert sorted(p.name for p in (tmp_path / "workers").iterdir()) == names  # no temporary left
+    for name in names:
+        assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "workers" / name).read_bytes()
+
+
 def test_publication_bias_equals_the_kernels(maps, clusters, tmp_path):
     studies = ["study00", "study01", "study02", "study03", "study04", "study06"]
     table = publication_bias(maps, clusters, studies, tmp_path, analysis="pain")

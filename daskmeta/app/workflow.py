@@ -145,7 +145,7 @@ def run_analysis(
         counts = replication_counts(detail, runs.sizes["left_out"])
         table["jackknife"] = table["cluster"].map(counts).fillna("")
         write_jackknife(runs, detail, out_dir, maps=settings.jackknife_maps)
-    bias = publication_bias(maps, table, list(result.attrs["studies"]), out_dir, name)
+    bias = publication_bias(maps, table, list(result.attrs["studies"]), out_dir, name, client=client)
     if len(bias):
         table = table.merge(bias[["cluster", "egger_p"]], on="cluster", how="left")
     else:

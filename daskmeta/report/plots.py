@@ -26,6 +26,7 @@ interpreted? Stat Med 21:1559-1573 (bubble plots, marker area proportional to we
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections.abc import Sequence
@@ -86,12 +87,25 @@ def _new_figure() -> Figure:
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically: temporary file, then ``os.replace``."""
+    return write_atomically(png_bytes(fig), path)
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """``fig`` rendered as PNG (the bytes :func:`_save` writes)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def write_atomically(data: bytes, path: str | os.PathLike[str]) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in its folder, then ``os.replace``
+    (a reader never sees a partial file); the folder is created if missing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=DPI)
+            handle.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -237,6 +251,18 @@ def funnel_plot(
     Sterne & Egger (2001); Egger et al. (1997); docs/methods.md, section 9.
     """
     return _save(funnel_figure(effect, variance, pooled_effect, title=title, labels=labels), path)
+
+
+def funnel_png(
+    effect: ArrayLike,
+    variance: ArrayLike,
+    pooled_effect: float,
+    title: str = "",
+    labels: Sequence[str] | None = None,
+) -> bytes:
+    """The PNG of :func:`funnel_plot`, as bytes (to render on a Dask worker and write where
+    the results go). Arguments as :func:`funnel_figure`."""
+    return png_bytes(funnel_figure(effect, variance, pooled_effect, title=title, labels=labels))
 
 
 def scatter_figure(
