@@ -550,7 +550,7 @@ def bank_cluster_block(
     _bank_kernel.bank_null_randomizations(
         centres, g, study_of, sampling, constant, z_pos, z_neg, _tolerance(len(sampling)),
         np.asarray(bank.levels), np.asarray(cells.cell_first), np.asarray(cells.cell_id),
-        np.asarray(cells.cell_code), record, record.view(np.uint32), coarse_cells(mask_name).voxel,
+        np.asarray(cells.cell_code), record, coarse_cells(mask_name).voxel,
         inv_tau, inv_tau.sum(0), taus, growth, bool(screen), hood.padded_index, hood.padded_lookup,
         hood.offsets, largest, extremes, np.zeros((2, stop - start), np.int64))
     return NullSummary(np.zeros(N_HIST, np.int64), extremes[0], extremes[1], largest[0], largest[1])

@@ -557,7 +557,7 @@ def classify_cell(cell, lo, hi, list_peak, peak_g, study_of, sampling, constant,
 
 @_jit
 def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, tol, levels,
-                             cell_first, cell_id, cell_code, cell_record, cell_words, cell_voxel,
+                             cell_first, cell_id, cell_code, cell_record, cell_voxel,
                              inv_tau, zero_tau, taus, widen, screen, padded_index, padded_lookup,
                              offsets, largest, extremes, counts):
     """Largest clusters of several randomizations of the bank null (see the module docstring).
@@ -579,8 +579,6 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
         Kernel of each code.
     cell_first, cell_id, cell_code, cell_record
         :func:`build_cells`.
-    cell_words : ndarray of uint32, shape (n_entries, 8)
-        ``cell_record`` viewed as 32-bit words (word 7: the bit mask).
     cell_voxel : ndarray of int64, shape (n_cells, CELL^3)
         Voxel-vector position of each bit of each cell (-1 outside the mask).
     inv_tau, zero_tau, taus, widen
