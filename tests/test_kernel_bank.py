@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from daskmeta.model.grid import load_mask
+from daskmeta.null import cells
 from daskmeta.null import kernel_bank as kb
 from daskmeta.null.cluster_extent import flat_peaks
 from daskmeta.stats.labelling import largest_cluster
@@ -208,33 +209,33 @@ def test_bank_cluster_block_degenerate_cases(bank, case):
 
 def test_cell_bank_holds_the_patches(bank):
     """Cell-major records give back each centre's patch: the same voxels and codes."""
-    cells = kb.cell_bank("gray_matter", 20.0, 1.0, 1.0)
-    coarse = kb.coarse_cells("gray_matter")
-    words = np.asarray(cells.cell_record).view(np.uint32)[:, 7]
+    bank_cells = kb.cell_bank("gray_matter", 20.0, 1.0, 1.0)
+    coarse = cells.coarse_cells("gray_matter")
+    words = np.asarray(bank_cells.cell_record).view(np.uint32)[:, 7]
     for row in (0, 17, 2048, kb.BANK_SIZE - 1):
         voxels, kernel = bank.patch(row)
-        entries = range(int(cells.cell_first[row]), int(cells.cell_first[row + 1]))
+        entries = range(int(bank_cells.cell_first[row]), int(bank_cells.cell_first[row + 1]))
         got_voxels, got_codes = [], []
         for m in entries:
             bits = [b for b in range(27) if (int(words[m]) >> b) & 1]
             assert bits and len(bits) <= 27
-            got_voxels += [coarse.voxel[cells.cell_id[m], b] for b in bits]
-            codes = [int(cells.cell_record[m, b]) for b in bits]
-            assert min(codes) == cells.cell_code[m]  # the largest kernel of the entry
+            got_voxels += [coarse.voxel[bank_cells.cell_id[m], b] for b in bits]
+            codes = [int(bank_cells.cell_record[m, b]) for b in bits]
+            assert min(codes) == bank_cells.cell_code[m]  # the largest kernel of the entry
             got_codes += codes
         order = np.argsort(got_voxels)
         np.testing.assert_array_equal(np.asarray(got_voxels)[order], voxels)
         np.testing.assert_array_equal(bank.levels[np.asarray(got_codes)[order]], kernel)
-        assert len(set(cells.cell_id[list(entries)])) == len(entries)  # one entry per cell
+        assert len(set(bank_cells.cell_id[list(entries)])) == len(entries)  # one entry per cell
 
 
 def _screen_one_cell(u_code, g, study_of, sampling, constant, thresholds):
     """The screen of a one-cell bank whose centre ``p`` reaches the cell at code ``u_code[p]``."""
-    from daskmeta.stats import _bank_null_jit as jit
+    from daskmeta.stats import _screen_jit as jit
 
     levels = kb.quantized(np.ones(1), 20.0)[1]
     n = len(g)
-    taus, growth = kb.screen_grid(g, study_of, sampling, constant)
+    taus, growth = cells.screen_grid(g, study_of, sampling, constant)
     inv_tau = 1.0 / (sampling[:, None] + taus[None, :])
     candidate = np.zeros(1, np.uint8)
     jit.screen_cells(np.arange(n), g, study_of, sampling, constant, *thresholds,
@@ -294,7 +295,7 @@ def test_screen_rules_out_only_cells_without_passing_voxels(bank, clbp):
     mask = load_mask("gray_matter")
     g, study_of = flat_peaks(peak_g)
     sampling, constant = variance_model(n1, n2)
-    cell_of = kb.coarse_cells("gray_matter").cell_of
+    cell_of = cells.coarse_cells("gray_matter").cell_of
     for centre in kb._relocated_centres(5, "screen", 0, 3, len(g), len(bank.centres)):
         z = kb.bank_relocated_z(centre, g, study_of, sampling, constant, bank, mask.n_voxels)
         for q in (0.5, 0.9, 0.99, 0.999, 1.0):
@@ -309,9 +310,9 @@ def test_screen_rules_out_only_cells_without_passing_voxels(bank, clbp):
 
 
 def test_tau_grid_bounds_the_growth():
-    taus, growth = kb.tau_grid(0.16, 0.02)
+    taus, growth = cells.tau_grid(0.16, 0.02)
     assert taus[0] == 0 and np.isclose(taus[-1], 0.16 - 2 * 0.02) and growth[-1] == 1
-    assert np.all(np.diff(taus) > 0) and np.all(growth[:-1] <= kb.SCREEN_WIDEN) and np.all(growth >= 1)
+    assert np.all(np.diff(taus) > 0) and np.all(growth[:-1] <= cells.SCREEN_WIDEN) and np.all(growth >= 1)
     # between points, (A + t_j)^2 / (A + t)^2 (alpha + t) / (alpha + t_j) stays within the growth
     for j in range(len(taus) - 1):
         t = np.linspace(taus[j], taus[j + 1], 50)
@@ -319,6 +320,6 @@ def test_tau_grid_bounds_the_growth():
         assert h.max() <= growth[j] * (1 + 1e-12)
     t = np.linspace(taus[-1], 50, 200)
     assert (((0.16 + taus[-1]) / (0.16 + t)) ** 2 * (0.02 + t) / (0.02 + taus[-1])).max() <= 1 + 1e-12
-    taus, growth = kb.tau_grid(0.05, 0.03)  # A <= 2 alpha: the bound only falls beyond tau2 = 0
+    taus, growth = cells.tau_grid(0.05, 0.03)  # A <= 2 alpha: the bound only falls beyond tau2 = 0
     np.testing.assert_array_equal(taus, [0.0])
     np.testing.assert_array_equal(growth, [1.0])

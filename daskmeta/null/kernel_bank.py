@@ -35,6 +35,7 @@ from numpy.typing import NDArray
 from scipy import sparse
 
 from daskmeta.model.grid import cache_dir, load_mask, templates, tissue_probabilities
+from daskmeta.null.cells import CELL, CELL_VERSION, CellBank, coarse_cells, screen_grid
 from daskmeta.stats.labelling import largest_cluster
 from daskmeta.stats.null import N_HIST, NullSummary, clipped_extremes
 from daskmeta.stats.peak_kernel import (
@@ -55,8 +56,10 @@ __all__ = [
     "bank_cluster_block_reference",
     "bank_relocated_z",
     "build_bank",
+    "cell_bank",
     "kernel_bank",
     "lattice",
+    "screen_candidates",
 ]
 
 #: Centres of the bank (chosen here: 4096 centres, a mean spacing of about 7 mm over the
@@ -73,15 +76,6 @@ BUILD_BATCH = 32
 
 #: Levels of the quantized virtual distance (one byte per patch entry).
 N_LEVELS = 256
-#: Edge in voxels of the coarse cells of the screen (docs/methods.md, 5.4): cubes of 3 x 3 x 3
-#: voxels (6 mm on the 2 mm grid; measured on the reference studies, 3 left about 10 % of the
-#: voxels to recreate against 17 % for 4, at a third of the cost of the cell bounds for 2).
-CELL = 3
-#: Version of the cell-major layout (part of its cache folder's name).
-CELL_VERSION = 1
-#: Largest squared growth of the screen's z bound between two points of its tau2 grid
-#: (1.1: the bound is at most 4.9 % above its value at the nearest grid point below).
-SCREEN_WIDEN = 1.1
 
 
 class KernelBank(NamedTuple):
@@ -183,178 +177,6 @@ def build_bank(mask_name: str, fwhm: float, anisotropy: float, beta: float,
         quantized(np.ones(1), fwhm)[1])
 
 
-class CellBank(NamedTuple):
-    """The bank's kernels cell-major (:func:`daskmeta.stats._bank_null_jit.build_cells`).
-
-    Attributes
-    ----------
-    cell_first : ndarray of int64, shape (n_centres + 1,)
-        Centre ``c`` reaches the cells of entries ``cell_first[c]:cell_first[c + 1]``.
-    cell_id : ndarray of int32, shape (n_entries,)
-        Each entry's cell.
-    cell_code : ndarray of uint8, shape (n_entries,)
-        The smallest code (largest kernel) of each entry.
-    cell_record : ndarray of uint8, shape (n_entries, 32)
-        Each entry's codes by place in the cell (:func:`coarse_cells`; 0 where not reached) and,
-        in bytes 28-31, the bit mask of the places it reaches.
-    """
-
-    cell_first: NDArray[np.int64]
-    cell_id: NDArray[np.int32]
-    cell_code: NDArray[np.uint8]
-    cell_record: NDArray[np.uint8]
-
-
-class Cells(NamedTuple):
-    """The mask's coarse cells: cubes of ``CELL`` voxels on the grid that hold mask voxels.
-
-    Attributes
-    ----------
-    cell_of : ndarray of int64, shape (n_voxels,)
-        Each voxel's cell.
-    bit : ndarray of int64, shape (n_voxels,)
-        Each voxel's place in its cell, ``(i % CELL) CELL^2 + (j % CELL) CELL + k % CELL``:
-        increasing with the voxel vector's C order within a cell.
-    voxel : ndarray of int64, shape (n_cells, CELL^3)
-        The voxel of each place of each cell (-1 outside the mask).
-    """
-
-    cell_of: NDArray[np.int64]
-    bit: NDArray[np.int64]
-    voxel: NDArray[np.int64]
-
-
-@functools.cache
-def coarse_cells(mask_name: str, cell: int = CELL) -> Cells:
-    """The mask's coarse cells (:class:`Cells`), numbered in C order of their grid position."""
-    ijk = load_mask(mask_name).ijk  # type: ignore[arg-type]
-    block = ijk // cell
-    keys = np.ravel_multi_index(block.T, block.max(0) + 1)
-    unique, cell_of = np.unique(keys, return_inverse=True)
-    cell_of = cell_of.astype(np.int64).ravel()
-    rest = ijk % cell
-    bit = (rest[:, 0] * cell * cell + rest[:, 1] * cell + rest[:, 2]).astype(np.int64)
-    voxel = np.full((len(unique), cell**3), -1, dtype=np.int64)
-    voxel[cell_of, bit] = np.arange(len(ijk))
-    return Cells(cell_of, bit, voxel)
-
-
-@functools.cache
-def cell_bank(mask_name: str, fwhm: float, anisotropy: float, beta: float) -> CellBank:
-    """The bank of a mask and kernel, cell-major: cached beside it (``cells<CELL>/``), built on
-    first use from its runs (seconds), memory-mapped thereafter."""
-    from daskmeta.stats import _bank_null_jit as _bank_kernel
-
-    bank = kernel_bank(mask_name, fwhm, anisotropy, beta)
-    root = cache_dir() / "kernel_bank"
-    folder = (root / _bank_key(mask_name, float(fwhm), float(anisotropy), float(beta), BANK_SIZE)
-              / f"cells{CELL}-v{CELL_VERSION}")
-    if not (folder / "cell_record.npy").exists():
-        with _locked(root / ".lock"):
-            if not (folder / "cell_record.npy").exists():
-                cells = coarse_cells(mask_name)
-                built = CellBank(*_bank_kernel.build_cells(
-                    *(np.asarray(bank[i]) for i in (1, 2, 3, 4)), np.asarray(bank.code),
-                    cells.cell_of, cells.bit, cells.voxel.shape[0]))
-                tmp = folder.parent / f".{folder.name}.{os.getpid()}.tmp"
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir()
-                for field in CellBank._fields:
-                    np.save(tmp / f"{field}.npy", getattr(built, field))
-                os.replace(tmp, folder)
-    return CellBank(*(np.load(folder / f"{field}.npy", mmap_mode="r") for field in CellBank._fields))
-
-
-def tau_grid(a_max: float, a_min: float,
-             widen: float = SCREEN_WIDEN) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """The screen's grid of ``tau2`` values and the bound's squared growth after each point.
-
-    With ``A = a_max`` at least every ``b_s`` of the screen's numerator and ``alpha = a_min`` the
-    smallest ``a_s``, the screen's bound at ``tau2`` in ``[t_j, t_{j+1}]`` is at most its value
-    at ``t_j`` times the square root of ``h_j(tau2) = ((A + t_j) / (A + tau2))^2 (alpha + tau2) /
-    (alpha + t_j)`` (docs/methods.md, 5.4), which grows up to ``tau2 = A - 2 alpha`` and falls
-    beyond it. The points are placed so that ``h_j`` stays within ``widen`` up to the next
-    point; the last is ``A - 2 alpha`` (or 0 when ``A <= 2 alpha``), beyond which the bound only
-    falls.
-
-    Returns
-    -------
-    taus, growth : ndarray of float64
-        The points (``taus[0] = 0``) and ``sup h_j`` over each point's interval (1 for the last).
-    """
-    top = a_max - 2.0 * a_min
-
-    def h(t_j: float, t: float) -> float:
-        return ((a_max + t_j) / (a_max + t)) ** 2 * (a_min + t) / (a_min + t_j)
-
-    taus, growth = [0.0], []
-    while top > taus[-1]:
-        t_j = taus[-1]
-        if h(t_j, top) <= widen:
-            growth.append(h(t_j, top))
-            taus.append(top)
-            break
-        lo, hi = t_j, top  # h(t_j, .) increases on [t_j, top]: bisect for h = widen
-        for _ in range(60):
-            mid = 0.5 * (lo + hi)
-            if h(t_j, mid) <= widen:
-                lo = mid
-            else:
-                hi = mid
-        growth.append(h(t_j, lo))
-        taus.append(lo)
-    growth.append(1.0)
-    return np.asarray(taus), np.asarray(growth)
-
-
-def screen_grid(g: NDArray[np.float64], study_of: NDArray[np.int64], sampling: NDArray[np.float64],
-                constant: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """:func:`tau_grid` for these peaks: ``A`` the largest ``b`` of
-    :func:`~daskmeta.stats._bank_null_jit.screen_b` at a peak's own effect (``b`` increases
-    with the kernel-scaled effect, which is at most ``|g|``)."""
-    a, c, u = sampling[study_of], constant[study_of], np.abs(g)
-    b = np.where(c * u * u <= a, a + c * u * u, 2.0 * u * np.sqrt(a * c))
-    a_max = float(np.max(b, initial=float(np.max(sampling))))
-    return tau_grid(a_max, float(np.min(sampling)))
-
-
-def screen_candidates(centre: NDArray[np.int64], g: NDArray[np.float64], study_of: NDArray[np.int64],
-                      sampling: NDArray[np.float64], constant: NDArray[np.float64],
-                      thresholds: tuple[float, float], mask_name: str, fwhm: float, anisotropy: float,
-                      beta: float) -> NDArray[np.uint8]:
-    """The coarse cells where the screen lets one randomization's SDM-Z pass a threshold (1; 0
-    where no voxel can: :func:`~daskmeta.stats._bank_null_jit.screen_cells`).
-
-    Parameters
-    ----------
-    centre : ndarray of int64, shape (n_peaks,)
-        Bank row of each peak (study after study).
-    g, study_of, sampling, constant
-        The peaks' effects and studies and the studies' variance model.
-    thresholds : (float, float)
-        ``(z_pos, z_neg)``.
-    mask_name, fwhm, anisotropy, beta
-        The bank's mask and kernel.
-    """
-    from daskmeta.stats import _bank_null_jit as _bank_kernel
-
-    cells = cell_bank(mask_name, float(fwhm), float(anisotropy), float(beta))
-    levels = np.asarray(kernel_bank(mask_name, float(fwhm), float(anisotropy), float(beta)).levels)
-    n_cells = coarse_cells(mask_name).voxel.shape[0]
-    taus, growth = screen_grid(g, study_of, sampling, constant)
-    inv_tau = 1.0 / (sampling[:, None] + taus[None, :])
-    first = np.asarray(cells.cell_first)
-    longest = int(np.diff(first).max(initial=0)) * len(g)
-    candidate = np.zeros(n_cells, np.uint8)
-    _bank_kernel.screen_cells(
-        np.asarray(centre, np.int64), g, study_of, sampling, constant, float(thresholds[0]),
-        float(thresholds[1]), first, np.asarray(cells.cell_id), np.asarray(cells.cell_code), levels,
-        inv_tau, inv_tau.sum(0), taus, growth, np.zeros((2, n_cells)), np.empty(n_cells, np.int64),
-        np.empty((longest, 2), np.int64), np.empty((longest, 2)), np.zeros((5, n_cells)),
-        np.empty((n_cells, len(taus), 3)), candidate)
-    return candidate
-
-
 def _bank_key(mask_name: str, fwhm: float, anisotropy: float, beta: float, size: int) -> str:
     text = (f"{mask_name}|{load_mask(mask_name).n_voxels}|{fwhm!r}|{anisotropy!r}|{beta!r}|{size}|"  # type: ignore[arg-type]
             f"{BANK_SEED}|{KERNEL_FLOOR!r}|{BANK_VERSION}")
@@ -399,6 +221,32 @@ def kernel_bank(mask_name: str, fwhm: float, anisotropy: float, beta: float,
                     np.save(tmp / f"{field}.npy", getattr(bank, field))
                 os.replace(tmp, folder)
     return _load(folder)
+
+
+@functools.cache
+def cell_bank(mask_name: str, fwhm: float, anisotropy: float, beta: float) -> CellBank:
+    """The bank of a mask and kernel, cell-major: cached beside it (``cells<CELL>/``), built on
+    first use from its runs (seconds), memory-mapped thereafter."""
+    from daskmeta.stats import _bank_null_jit as _bank_kernel
+
+    bank = kernel_bank(mask_name, fwhm, anisotropy, beta)
+    root = cache_dir() / "kernel_bank"
+    folder = (root / _bank_key(mask_name, float(fwhm), float(anisotropy), float(beta), BANK_SIZE)
+              / f"cells{CELL}-v{CELL_VERSION}")
+    if not (folder / "cell_record.npy").exists():
+        with _locked(root / ".lock"):
+            if not (folder / "cell_record.npy").exists():
+                cells = coarse_cells(mask_name)
+                built = CellBank(*_bank_kernel.build_cells(
+                    *(np.asarray(bank[i]) for i in (1, 2, 3, 4)), np.asarray(bank.code),
+                    cells.cell_of, cells.bit, cells.voxel.shape[0]))
+                tmp = folder.parent / f".{folder.name}.{os.getpid()}.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+                for field in CellBank._fields:
+                    np.save(tmp / f"{field}.npy", getattr(built, field))
+                os.replace(tmp, folder)
+    return CellBank(*(np.load(folder / f"{field}.npy", mmap_mode="r") for field in CellBank._fields))
 
 
 def _relocated_centres(seed: int, name: str, start: int, stop: int, n_peaks: int,
@@ -554,3 +402,40 @@ def bank_cluster_block(
         inv_tau, inv_tau.sum(0), taus, growth, bool(screen), hood.padded_index, hood.padded_lookup,
         hood.offsets, largest, extremes, np.zeros((2, stop - start), np.int64))
     return NullSummary(np.zeros(N_HIST, np.int64), extremes[0], extremes[1], largest[0], largest[1])
+
+
+def screen_candidates(centre: NDArray[np.int64], g: NDArray[np.float64], study_of: NDArray[np.int64],
+                      sampling: NDArray[np.float64], constant: NDArray[np.float64],
+                      thresholds: tuple[float, float], mask_name: str, fwhm: float, anisotropy: float,
+                      beta: float) -> NDArray[np.uint8]:
+    """The coarse cells where the screen lets one randomization's SDM-Z pass a threshold (1; 0
+    where no voxel can: :func:`~daskmeta.stats._screen_jit.screen_cells`).
+
+    Parameters
+    ----------
+    centre : ndarray of int64, shape (n_peaks,)
+        Bank row of each peak (study after study).
+    g, study_of, sampling, constant
+        The peaks' effects and studies and the studies' variance model.
+    thresholds : (float, float)
+        ``(z_pos, z_neg)``.
+    mask_name, fwhm, anisotropy, beta
+        The bank's mask and kernel.
+    """
+    from daskmeta.stats import _screen_jit as _screen_kernel
+
+    cells = cell_bank(mask_name, float(fwhm), float(anisotropy), float(beta))
+    levels = np.asarray(kernel_bank(mask_name, float(fwhm), float(anisotropy), float(beta)).levels)
+    n_cells = coarse_cells(mask_name).voxel.shape[0]
+    taus, growth = screen_grid(g, study_of, sampling, constant)
+    inv_tau = 1.0 / (sampling[:, None] + taus[None, :])
+    first = np.asarray(cells.cell_first)
+    longest = int(np.diff(first).max(initial=0)) * len(g)
+    candidate = np.zeros(n_cells, np.uint8)
+    _screen_kernel.screen_cells(
+        np.asarray(centre, np.int64), g, study_of, sampling, constant, float(thresholds[0]),
+        float(thresholds[1]), first, np.asarray(cells.cell_id), np.asarray(cells.cell_code), levels,
+        inv_tau, inv_tau.sum(0), taus, growth, np.zeros((2, n_cells)), np.empty(n_cells, np.int64),
+        np.empty((longest, 2), np.int64), np.empty((longest, 2)), np.zeros((5, n_cells)),
+        np.empty((n_cells, len(taus), 3)), candidate)
+    return candidate

@@ -11,8 +11,9 @@ table of kernel values) in bit order and the smallest code (largest kernel) amon
 
 One randomization (:func:`bank_null_randomizations`):
 
-1. :func:`screen_cells` bounds every cell's SDM-Z from each study's largest kernel-scaled
-   effect in the cell and flags the cells where a voxel may pass a threshold;
+1. :func:`~daskmeta.stats._screen_jit.screen_cells` bounds every cell's SDM-Z from each
+   study's largest kernel-scaled effect in the cell and flags the cells where a voxel may pass
+   a threshold;
 2. :func:`cell_lists` lists, for each flagged cell, the peaks that reach it, in peak order, and
    their records are copied in list order (one loop of independent loads, so that many cache
    misses are in flight at once);
@@ -38,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from daskmeta.stats._pooling_jit import Q_MARGIN, _jit
+from daskmeta.stats._screen_jit import screen_cells
 from daskmeta.stats._sparse_null_jit import (
     largest_listed_component,
     study_sums_z,
@@ -166,209 +168,6 @@ def build_cells(start, run_start, run_voxel, run_length, code, cell_of, cell_loc
                 cell_record[m, 28 + b // 8] |= np.uint8(1 << (b % 8))
         cell_first[c + 1] = n
     return cell_first, cell_id, cell_code, cell_record
-
-
-@_jit
-def screen_b(u, a, c):
-    """``b`` such that ``u / (b + tau2)`` bounds ``y / (a + c y^2 + tau2)`` over ``0 <= y <= u`` for
-    every ``tau2 >= 0`` (docs/methods.md, 5.4).
-
-    ``b = a + c u^2`` where ``c u^2 <= a`` (the ratio increases in ``y`` up to ``u``), else ``b = 2 u
-    sqrt(a c)``: the ratio's largest value over ``y`` is then ``1 / (2 sqrt((a + tau2) c))``, which
-    ``u / (2 u sqrt(a c) + tau2)`` bounds (equal at ``tau2 = 0``; ``2 u sqrt(c x) - x`` is concave in
-    ``x = a + tau2``, so the bound holds on ``a <= x <= c u^2`` if it holds at both ends, and beyond
-    ``c u^2`` the ratio increases up to ``u`` and ``2 u sqrt(a c) <= a + c u^2``). ``b`` increases
-    with ``u``.
-    """
-    cu2 = c * (u * u)
-    return a + cu2 if cu2 <= a else 2.0 * u * np.sqrt(a * c)
-
-
-@_jit
-def screen_cells(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, cell_first, cell_id,
-                 cell_code, levels, inv_tau, zero_tau, taus, widen, work, touched, record,
-                 record_value, sums, grid, candidate):
-    """Flag the coarse cells where some voxel's SDM-Z may pass ``z >= z_pos`` or ``z <= z_neg``.
-
-    A study's effect at a voxel, ``y = sum K^2 g / sum K`` over the peaks that reach it, is a
-    ``K``-weighted mean of their ``K g``, so within a cell ``-l_s <= y <= u_s`` with ``u_s = max(0,
-    max K_max g)`` over the study's positive peaks and ``l_s`` likewise over its negative peaks
-    (``K_max`` the peak's largest kernel in the cell). For any ``tau2 >= 0`` the random-effects z
-    is at most ``N(tau2) / sqrt(D(tau2))`` with ``N = sum_s u_s / (b_s + tau2)`` (``b_s`` of
-    :func:`screen_b`) and ``D = sum_s 1 / (a_s + c_s M_s^2 + tau2)``, ``M_s = max(u_s, l_s)``
-    (docs/methods.md, 5.4). Beyond ``tau2 = 0`` the bound grows by at most the square root of
-    ``A^2 / (4 alpha (A - alpha))`` (``A`` the largest ``b_s`` of the direction's studies in the
-    cell, ``alpha`` the smallest ``a_s`` of all, where ``A > 2 alpha``; else not at all); between
-    grid points ``taus`` by at most the square root of ``widen``. A cell is a candidate where
-    ``N_j^2 widen_j >= z_pos^2 D_j`` at some grid point ``j`` (with a relative margin of 1e-6 for
-    rounding, far above it), and likewise for ``-z_neg`` with the negative peaks; the grid is
-    evaluated only for the cells that the growth beyond ``tau2 = 0`` leaves open.
-
-    Parameters
-    ----------
-    centre, peak_g, study_of, sampling, constant, z_pos, z_neg
-        As in :func:`bank_null_randomizations`.
-    cell_first, cell_id, cell_code
-        :func:`build_cells`.
-    levels : ndarray of float64
-        Kernel of each code.
-    inv_tau : ndarray of float64, shape (n_studies, n_grid)
-        ``1 / (a_s + tau2_j)``.
-    zero_tau : ndarray of float64, shape (n_grid,)
-        ``sum_s inv_tau[s, j]``.
-    taus, widen : ndarray of float64, shape (n_grid,)
-        The grid (``taus[0] = 0``) and the bound's largest squared growth from each point to
-        the next (:func:`~daskmeta.null.kernel_bank.tau_grid`).
-    work : ndarray of float64, shape (2, n_cells)
-        Work array, all zero on entry (left so).
-    touched : ndarray of int64, shape (n_cells,)
-        Work array.
-    record : ndarray of int64, shape (>= n_peaks x largest patch in cells, 2)
-        Work array.
-    record_value : ndarray of float64, shape (as ``record``)
-        Work array.
-    sums : ndarray of float64, shape (5, n_cells)
-        Work array, all zero on entry (left so).
-    grid : ndarray of float64, shape (n_cells, n_grid, 3)
-        Work array.
-    candidate : ndarray of uint8, shape (n_cells,)
-        Written: 1 for a candidate cell, else 0.
-
-    Returns
-    -------
-    int
-        The number of candidate cells.
-    """
-    k = sampling.shape[0]
-    n_cells = candidate.shape[0]
-    n_grid = zero_tau.shape[0]
-    alpha = sampling[0]
-    for s in range(k):
-        alpha = min(alpha, sampling[s])
-    upper = work[0]  # u_s of the study at hand, per cell
-    lower = work[1]  # l_s
-    p_sum = sums[0]  # N(0), positive direction
-    m_sum = sums[1]  # N(0), negative direction
-    d_sum = sums[2]  # sum over the studies reaching the cell of 1 / a_s - 1 / (a_s + c_s M_s^2)
-    a_pos = sums[3]  # A of each direction
-    a_neg = sums[4]
-    # each study's bounds per cell (one study at a time), recorded as (cell, study), (u_s, l_s)
-    n_records = 0
-    first = 0
-    n_peaks = centre.shape[0]
-    while first < n_peaks:
-        s = study_of[first]
-        last = first
-        while last < n_peaks and study_of[last] == s:
-            last += 1
-        n_touched = 0
-        for p in range(first, last):
-            g = peak_g[p]
-            if g == 0.0:
-                continue
-            c = centre[p]
-            side = upper if g > 0.0 else lower
-            size = abs(g)
-            for m in range(cell_first[c], cell_first[c + 1]):
-                cell = cell_id[m]
-                value = levels[cell_code[m]] * size
-                if upper[cell] == 0.0 and lower[cell] == 0.0:
-                    touched[n_touched] = cell
-                    n_touched += 1
-                if value > side[cell]:
-                    side[cell] = value
-        a = sampling[s]
-        cc = constant[s]
-        for t in range(n_touched):
-            cell = touched[t]
-            u = upper[cell]
-            lo = lower[cell]
-            upper[cell] = 0.0
-            lower[cell] = 0.0
-            m_ = max(u, lo)
-            cm2 = cc * (m_ * m_)
-            d_sum[cell] += cm2 / (a * (a + cm2))
-            if u > 0.0:
-                b = screen_b(u, a, cc)
-                p_sum[cell] += u / b
-                a_pos[cell] = max(a_pos[cell], b)
-            if lo > 0.0:
-                b = screen_b(lo, a, cc)
-                m_sum[cell] += lo / b
-                a_neg[cell] = max(a_neg[cell], b)
-            record[n_records, 0] = cell
-            record[n_records, 1] = s
-            record_value[n_records, 0] = u
-            record_value[n_records, 1] = lo
-            n_records += 1
-        first = last
-    # at tau2 = 0, and the growth beyond it; cells left open get a row of the grid
-    pos2 = z_pos * z_pos
-    neg2 = z_neg * z_neg
-    room = 1.0 + 1e-6
-    n_open = 0
-    for cell in range(n_cells):
-        pp = p_sum[cell]
-        mm = m_sum[cell]
-        flag = 0
-        if pp > 0.0 or mm > 0.0:
-            d0 = zero_tau[0] - d_sum[cell]
-            if pp * pp * widen[0] * room >= pos2 * d0 or mm * mm * widen[0] * room >= neg2 * d0:
-                flag = 1
-            else:
-                top = a_pos[cell]
-                grow_pos = top * top / (4.0 * alpha * (top - alpha)) if top > 2.0 * alpha else 1.0
-                top = a_neg[cell]
-                grow_neg = top * top / (4.0 * alpha * (top - alpha)) if top > 2.0 * alpha else 1.0
-                if pp * pp * grow_pos * room >= pos2 * d0 or mm * mm * grow_neg * room >= neg2 * d0:
-                    flag = 2  # open: the grid decides
-        candidate[cell] = flag
-        for f in range(5):
-            sums[f, cell] = 0.0
-    for cell in range(n_cells):
-        if candidate[cell] == 2:
-            touched[cell] = n_open
-            for j in range(1, n_grid):
-                grid[n_open, j, 0] = 0.0
-                grid[n_open, j, 1] = 0.0
-                grid[n_open, j, 2] = zero_tau[j]
-            n_open += 1
-    if n_open > 0:
-        for r in range(n_records):
-            cell = record[r, 0]
-            if candidate[cell] != 2:
-                continue
-            row = touched[cell]
-            s = record[r, 1]
-            u = record_value[r, 0]
-            lo = record_value[r, 1]
-            a = sampling[s]
-            b_up = screen_b(u, a, constant[s]) if u > 0.0 else a
-            b_lo = screen_b(lo, a, constant[s]) if lo > 0.0 else a
-            m_ = max(u, lo)
-            b_d = a + constant[s] * (m_ * m_)
-            for j in range(1, n_grid):
-                t = taus[j]
-                grid[row, j, 0] += u / (b_up + t)
-                grid[row, j, 1] += lo / (b_lo + t)
-                grid[row, j, 2] -= inv_tau[s, j] - 1.0 / (b_d + t)
-        for cell in range(n_cells):
-            if candidate[cell] != 2:
-                continue
-            row = touched[cell]
-            flag = 0
-            for j in range(1, n_grid):
-                pp = grid[row, j, 0]
-                mm = grid[row, j, 1]
-                dj = grid[row, j, 2]
-                if pp * pp * widen[j] * room >= pos2 * dj or mm * mm * widen[j] * room >= neg2 * dj:
-                    flag = 1
-                    break
-            candidate[cell] = flag
-    n_candidates = 0
-    for cell in range(n_cells):
-        n_candidates += candidate[cell]
-    return n_candidates
 
 
 @_jit
