@@ -368,7 +368,7 @@ def bank_cluster_block(
         ``(z_pos, z_neg)``.
     screen : bool
         Recreate only the coarse cells where a voxel may pass a threshold
-        (:func:`~daskmeta.stats._bank_null_jit.screen_cells`; the default). False recreates every
+        (:func:`~daskmeta.stats._screen_jit.screen_cells`; the default). False recreates every
         voxel a kernel reaches: the same sizes, for checks and benchmarks.
 
     Returns

@@ -67,7 +67,7 @@ def screen_cells(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, cel
         ``sum_s inv_tau[s, j]``.
     taus, widen : ndarray of float64, shape (n_grid,)
         The grid (``taus[0] = 0``) and the bound's largest squared growth from each point to
-        the next (:func:`~daskmeta.null.kernel_bank.tau_grid`).
+        the next (:func:`~daskmeta.null.cells.tau_grid`).
     work : ndarray of float64, shape (2, n_cells)
         Work array, all zero on entry (left so).
     touched : ndarray of int64, shape (n_cells,)
