@@ -153,7 +153,9 @@ def main() -> None:
             print(f"  {w} workers: AES predicted {aes:6.2f} s, measured {r['aes_total']:6.2f} s; "
                   f"PSI predicted {ps:6.2f} s, measured {r['psi_total']:6.2f} s")
         aes_bytes = k * v * 4 * 2  # float32 effect stack and its arranged copy, once per worker
-        psi_bytes = 50 * k * v * 4  # the imputed stack at 50 imputations, once per worker
+        # the imputed stack at 50 imputations: a bound, since the null reads it by voxel chunk
+        # (at most 64 MiB each) and a worker fetches only the chunks of the tasks it runs
+        psi_bytes = 50 * k * v * 4
         print("extrapolation (one core per worker; stacks fetched once per worker at "
               f"{BANDWIDTH / 1e9:.2f} GB/s, spreading as a tree):")
         for w in (10, 100, 1000):
@@ -164,7 +166,7 @@ def main() -> None:
             ps = predict(psi_one, "psi", 1000, psi_block_size, w, w) + psi_bytes / BANDWIDTH * math.log2(w)
             print(f"  {w:5d} workers: AES 10,000 randomizations in blocks of {aes_block}: {aes:7.1f} s; "
                   f"PSI 50 x 1000 in blocks of {psi_block_size}: {ps:7.1f} s "
-                  f"(+ imputation; {psi_bytes / 1e6:.0f} MB of imputed stack per worker)")
+                  f"(+ imputation; at most {psi_bytes / 1e6:.0f} MB of imputed stack per worker)")
 
 
 if __name__ == "__main__":

@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from daskmeta.stats._pooling_jit import Q_MARGIN, _jit
+from daskmeta.stats._pooling_jit import _jit
 from daskmeta.stats._screen_jit import screen_cells
 from daskmeta.stats._sparse_null_jit import (
+    fast_decision,
     largest_listed_component,
     study_sums_z,
 )
@@ -315,20 +316,11 @@ def classify_cell(cell, lo, hi, list_peak, peak_g, study_of, sampling, constant,
     while reached:
         b = lowest_bit(reached)
         reached &= reached - np.uint32(1)
-        sw = zero_sum + sum_dw[b]
-        swy = sum_wy[b]
-        swy2 = sum_wy2[b]
+        z, margin_z, unsure = fast_decision(zero_sum, sum_dw[b], sum_wy[b], sum_wy2[b], k, tol,
+                                            z_pos, z_neg)
         sum_dw[b] = 0.0
         sum_wy[b] = 0.0
         sum_wy2[b] = 0.0
-        inv = 1.0 / sw
-        mu = swy * inv
-        z = mu * np.sqrt(sw)
-        spread = zero_sum * inv
-        margin_z = tol * (0.5 * (spread + swy2) + abs(z) * spread + 1.0)
-        margin_q = tol * ((swy2 + 1.0) * (1.0 + spread) + k)
-        unsure = ((swy2 - swy * mu >= (k - 1.0) - Q_MARGIN * (swy2 + 1.0) - margin_q)
-                  | (abs(z - z_pos) <= margin_z) | (abs(z - z_neg) <= margin_z))
         if unsure:
             z = cell_voxel_z(b, lo, hi, list_peak, peak_g, study_of, codes, masks, levels,
                              sampling, constant, y, tot, wei)

@@ -133,6 +133,30 @@ def study_sums_z(tot, wei, sampling, constant, y):
 
 
 @_jit
+def fast_decision(zero_sum, dw, swy, swy2, k, tol, z_pos, z_neg):
+    """A voxel's fast z from its sums, its error bound and whether a decision is unsure.
+
+    ``sum w = zero_sum + dw`` (``zero_sum`` the studies' weights at a zero effect, ``dw`` the
+    change where kernels reach), ``swy = sum w y``, ``swy2 = sum w y^2``; ``tol`` the relative
+    rounding bound of the sums (:func:`~daskmeta.null.cluster_extent._tolerance`). Unsure
+    where ``tau2 = 0`` is not certain (the one-pass Q within ``Q_MARGIN`` and its rounding
+    bound of ``k - 1``) or ``z`` lies within ``margin_z`` of a threshold: the caller then uses
+    the reference arithmetic. Shared by this module's and the bank null's classifications
+    (docs/methods.md, 5.4).
+    """
+    sw = zero_sum + dw
+    inv = 1.0 / sw
+    mu = swy * inv
+    z = mu * np.sqrt(sw)
+    spread = zero_sum * inv
+    margin_z = tol * (0.5 * (spread + swy2) + abs(z) * spread + 1.0)
+    margin_q = tol * ((swy2 + 1.0) * (1.0 + spread) + k)
+    unsure = ((swy2 - swy * mu >= (k - 1.0) - Q_MARGIN * (swy2 + 1.0) - margin_q)
+              | (abs(z - z_pos) <= margin_z) | (abs(z - z_neg) <= margin_z))
+    return z, margin_z, unsure
+
+
+@_jit
 def classify_randomization(peak_ijk, peak_g, study_of, sampling, constant, ratio, zero_sum, z_pos,
                            z_neg, tol, row_info, plane_size, half, reach_j, tab1, table, reach,
                            before, near, row_near, total, weighted, sums, code, row_z, row_lo,
@@ -320,17 +344,8 @@ def classify_randomization(peak_ijk, peak_g, study_of, sampling, constant, ratio
             span = row_info[base + 2] - kf + 1
             flagged = 0
             for q in range(span):
-                sw = zero_sum + sum_dw[first + q]
-                swy = sum_wy[first + q]
-                swy2 = sum_wy2[first + q]
-                inv = 1.0 / sw
-                mu = swy * inv
-                z = mu * np.sqrt(sw)
-                spread = zero_sum * inv
-                margin_z = tol * (0.5 * (spread + swy2) + abs(z) * spread + 1.0)
-                margin_q = tol * ((swy2 + 1.0) * (1.0 + spread) + k)
-                unsure = ((swy2 - swy * mu >= (k - 1.0) - Q_MARGIN * (swy2 + 1.0) - margin_q)
-                          | (abs(z - z_pos) <= margin_z) | (abs(z - z_neg) <= margin_z))
+                z, margin_z, unsure = fast_decision(zero_sum, sum_dw[first + q], sum_wy[first + q],
+                                                    sum_wy2[first + q], k, tol, z_pos, z_neg)
                 value = ((CODE_EXACT if unsure else 0) | (CODE_POS if z >= z_pos else 0)
                          | (CODE_NEG if z <= z_neg else 0))
                 code[q] = value
