@@ -38,13 +38,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from daskmeta.stats._decision_jit import fast_decision, study_sums_z
 from daskmeta.stats._pooling_jit import _jit
 from daskmeta.stats._screen_jit import screen_cells
-from daskmeta.stats._sparse_null_jit import (
-    fast_decision,
-    largest_listed_component,
-    study_sums_z,
-)
+from daskmeta.stats._sparse_null_jit import largest_listed_component
 
 #: Position of the set bit of a power of two ``x < 2^32`` from ``((x * 0x077CB531) mod 2^32) >> 27``
 #: (a de Bruijn sequence; Leiserson, Prokop and Randall 1998).
@@ -209,7 +206,7 @@ def cell_lists(centre, cell_first, cell_id, candidate, list_first, list_peak, li
 def cell_voxel_z(b, lo, hi, list_peak, peak_g, study_of, codes, masks, levels, sampling, constant, y,
                  tot, wei):
     """SDM-Z at bit ``b`` of a cell from the peaks ``lo..hi-1`` of its list, with the reference's
-    arithmetic (:func:`~daskmeta.stats._sparse_null_jit.study_sums_z`; sums in peak order).
+    arithmetic (:func:`~daskmeta.stats._decision_jit.study_sums_z`; sums in peak order).
 
     ``codes``/``masks`` are the list's records (:func:`build_cells`) as bytes and 32-bit words,
     row ``i`` for list position ``i``."""

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from daskmeta.stats._decision_jit import fast_decision, study_sums_z
 from daskmeta.stats._paste_jit import _root
-from daskmeta.stats._pooling_jit import Q_MARGIN, _jit, exact_z
+from daskmeta.stats._pooling_jit import _jit
 
 #: Fast-pass codes of a span element (bits): passes ``z >= z_pos``, passes ``z <= z_neg``,
 #: decision not certified (the voxel is recomputed exactly).
@@ -87,73 +88,6 @@ def exact_voxel_z(i, j, kk, near, n_near, peak_ijk, peak_g, study_of, table, rea
             tot[s] += kernel
             wei[s] += kernel * kernel * peak_g[p]
     return study_sums_z(tot, wei, sampling, constant, y)
-
-
-@_jit
-def study_sums_z(tot, wei, sampling, constant, y):
-    """SDM-Z of one voxel from each study's ``sum K`` and ``sum K^2 g`` (the reference's arithmetic).
-
-    Each study's effect is ``y = sum K^2 g / sum K`` (``0`` where no kernel reaches), then the
-    four DerSimonian-Laird sums in study order, :func:`finish`'s one-pass Q test and, where it
-    fails, :func:`exact_z`: the operations of ``pooled_z`` of the pasted maps at one voxel.
-
-    Parameters
-    ----------
-    tot, wei : ndarray of float64, shape (n_studies,)
-        ``sum K`` and ``sum K^2 g`` of each study's peaks at the voxel, in peak order.
-    sampling, constant : ndarray of float64, shape (n_studies,)
-    y : ndarray of float64, shape (n_studies,)
-        Work array (holds the effects on return).
-
-    Returns
-    -------
-    float
-    """
-    k = sampling.shape[0]
-    sum_w = 0.0
-    sum_wy = 0.0
-    sum_wy2 = 0.0
-    sum_w2 = 0.0
-    for s in range(k):
-        t = tot[s]
-        value = wei[s] / t if t > 0.0 else 0.0
-        y[s] = value
-        w = 1.0 / (sampling[s] + constant[s] * (value * value))
-        wy = w * value
-        sum_w += w
-        sum_wy += wy
-        sum_wy2 += wy * value
-        sum_w2 += w * w
-    mu_fixed = sum_wy / sum_w
-    q_one_pass = sum_wy2 - sum_wy * mu_fixed
-    z = mu_fixed * np.sqrt(sum_w)
-    if q_one_pass >= (k - 1.0) - Q_MARGIN * (sum_wy2 + 1.0):
-        z = exact_z(y, sum_w, sum_wy / sum_w, sum_w2, sampling, constant)
-    return z
-
-
-@_jit
-def fast_decision(zero_sum, dw, swy, swy2, k, tol, z_pos, z_neg):
-    """A voxel's fast z from its sums, its error bound and whether a decision is unsure.
-
-    ``sum w = zero_sum + dw`` (``zero_sum`` the studies' weights at a zero effect, ``dw`` the
-    change where kernels reach), ``swy = sum w y``, ``swy2 = sum w y^2``; ``tol`` the relative
-    rounding bound of the sums (:func:`~daskmeta.null.cluster_extent._tolerance`). Unsure
-    where ``tau2 = 0`` is not certain (the one-pass Q within ``Q_MARGIN`` and its rounding
-    bound of ``k - 1``) or ``z`` lies within ``margin_z`` of a threshold: the caller then uses
-    the reference arithmetic. Shared by this module's and the bank null's classifications
-    (docs/methods.md, 5.4).
-    """
-    sw = zero_sum + dw
-    inv = 1.0 / sw
-    mu = swy * inv
-    z = mu * np.sqrt(sw)
-    spread = zero_sum * inv
-    margin_z = tol * (0.5 * (spread + swy2) + abs(z) * spread + 1.0)
-    margin_q = tol * ((swy2 + 1.0) * (1.0 + spread) + k)
-    unsure = ((swy2 - swy * mu >= (k - 1.0) - Q_MARGIN * (swy2 + 1.0) - margin_q)
-              | (abs(z - z_pos) <= margin_z) | (abs(z - z_neg) <= margin_z))
-    return z, margin_z, unsure
 
 
 @_jit
