@@ -169,3 +169,36 @@ def test_no_cluster_p_without_a_cluster_extent_null(maps):
     assert with_null.attrs["cluster_null"] is True
     _, table = cluster_table(with_null, params)
     assert table["cluster_p_fwe"].between(1 / 11, 1).all()
+
+
+def test_voxel_null_stops_at_uncorrected_permutations(maps):
+    """With the cluster-extent null, the uncorrected p is that of a run of
+    ``uncorrected_permutations`` randomizations (docs/methods.md, 5.2); the family-wise nulls use all."""
+    short = mean(maps, permutations=8, seed=6, block_size=3).compute(scheduler="threads")
+    capped = mean(maps, permutations=20, seed=6, block_size=3,
+                  uncorrected_permutations=8).compute(scheduler="threads")
+    full = mean(maps, permutations=20, seed=6, block_size=3,
+                uncorrected_permutations=None).compute(scheduler="threads")
+    assert capped.attrs["uncorrected_permutations"] == 8
+    assert full.attrs["uncorrected_permutations"] == 20
+    assert short.attrs["uncorrected_permutations"] == 8  # the default (1000) shortens nothing
+    # the voxel null of the capped run is the short run's, bit for bit
+    for name in ("null_hist", "p"):
+        np.testing.assert_array_equal(capped[name].values, short[name].values)
+    assert capped.null_hist.values.sum() == 8 * maps.sizes["voxel"]
+    assert full.null_hist.values.sum() == 20 * maps.sizes["voxel"]
+    np.testing.assert_array_equal(capped.null_max_z.values[:8], short.null_max_z.values)
+    assert np.isnan(capped.null_max_z.values[8:]).all() and np.isnan(capped.null_min_z.values[8:]).all()
+    # same cluster-forming thresholds: the capped run's first 8 cluster-null randomizations are
+    # the short run's, and all 20 enter p_fwe
+    for name in ("null_max_cluster_pos", "null_max_cluster_neg", "null_peak_max_z"):
+        np.testing.assert_array_equal(capped[name].values[:8], short[name].values)
+        assert np.isfinite(capped[name].values).all() and capped[name].size == 20
+    assert not np.array_equal(capped.p.values, full.p.values)
+    # without the cluster-extent null the voxel null gives p_fwe: it runs every randomization
+    alone = mean(maps, permutations=20, seed=6, voxel_p=None,
+                 uncorrected_permutations=8).compute(scheduler="threads")
+    assert alone.attrs["uncorrected_permutations"] == 20
+    assert np.isfinite(alone.null_max_z.values).all()
+    with pytest.raises(ValueError, match="'uncorrected_permutations' must be at least 1"):
+        mean(maps, permutations=20, uncorrected_permutations=0)

@@ -61,10 +61,17 @@ def test_defaults_are_filled(tmp_path):
     assert isinstance(mean, MeanAnalysis)
     assert (mean.permutations, mean.seed, mean.block_size, mean.engine) == (50, 0, 10, DEFAULT_ENGINE)
     assert (mean.where, mean.studies, mean.jackknife, mean.regressors) == (None, None, False, ())
+    assert mean.uncorrected_permutations == 1000
     assert mean.threshold == config.threshold
     compare = config.analyses["c"]
     assert isinstance(compare, CompareAnalysis) and compare.groups == ("x == 1", "x == 2")
     assert config.sweep is None
+
+
+def test_uncorrected_permutations_null_means_all(tmp_path):
+    config = _load(tmp_path, "analyses: {a: {uncorrected_permutations: null}, b: {uncorrected_permutations: 200}}\n")
+    assert config.analyses["a"].uncorrected_permutations is None
+    assert config.analyses["b"].uncorrected_permutations == 200
 
 
 def test_types_are_normalised(tmp_path):
@@ -142,6 +149,8 @@ def test_unknown_key_suggests_the_close_one(tmp_path):
     ("analyses: {x: {permutations: many}}\n", "'analyses.x.permutations' must be a whole number, got 'many'"),
     ("analyses: {x: {permutations: 2.5}}\n", "'analyses.x.permutations' must be a whole number, got 2.5"),
     ("analyses: {x: {permutations: 0}}\n", "'analyses.x.permutations' must be a whole number >= 1, got 0"),
+    ("analyses: {x: {uncorrected_permutations: 0}}\n",
+     "'analyses.x.uncorrected_permutations' must be a whole number >= 1, got 0"),
     ("analyses: {x: {jackknife: maybe}}\n", "'analyses.x.jackknife' must be true or false, got 'maybe'"),
     ("analyses: {x: {where: 5}}\n", "'analyses.x.where' must be text, got 5"),
     ("analyses: {x: {regressors: age}}\n", "'analyses.x.regressors' must be a list of study columns"),
@@ -219,3 +228,20 @@ def test_cli_unknown_key_exits_2_naming_the_key(tmp_path):
     assert result.exit_code == 2
     assert "unknown key 'analyses.reho.permutatons'" in result.output
     assert not (tmp_path / "zarr_store").exists()
+
+
+def test_stored_results_are_reused_where_uncorrected_permutations_changes_nothing():
+    from daskmeta.app.workflow import _analysis_key
+
+    attrs = {"studies_hash": "abc", "fwhm": 20.0, "anisotropy": 1.0, "beta": 1.0, "mask": "gray_matter"}
+    threshold = {"p": 0.005}
+
+    def key(**settings):
+        return _analysis_key(MeanAnalysis(**settings), attrs, threshold)
+
+    # 50 randomizations: the voxel null runs all of them whatever the setting
+    assert key(permutations=50) == key(permutations=50, uncorrected_permutations=None)
+    assert key(permutations=1000) == key(permutations=1000, uncorrected_permutations=5000)
+    # 2000: the default stops the voxel null at 1000, so the result differs from an uncapped one
+    assert key(permutations=2000) != key(permutations=2000, uncorrected_permutations=None)
+    assert key(permutations=2000) != key(permutations=2000, uncorrected_permutations=500)

@@ -18,7 +18,12 @@ from daskmeta.analyses.recreate import VOXEL_CHUNK
 from daskmeta.io.nifti import with_mask
 from daskmeta.model.studyset import query_studies
 from daskmeta.null.engines import DEFAULT_ENGINE, RELOCATION, Engine, check_engine
-from daskmeta.null.randomization import DEFAULT_BLOCK, null_summary, summary_arrays
+from daskmeta.null.randomization import (
+    DEFAULT_BLOCK,
+    UNCORRECTED_PERMUTATIONS,
+    null_summary,
+    summary_arrays,
+)
 from daskmeta.stats.pvalues import p_from_histogram, p_fwe
 from daskmeta.stats.random_effects import dersimonian_laird
 
@@ -93,6 +98,7 @@ def mean(
     block_size: int = DEFAULT_BLOCK,
     voxel_p: float | None = 0.005,
     engine: Engine = DEFAULT_ENGINE,
+    uncorrected_permutations: int | None = UNCORRECTED_PERMUTATIONS,
 ) -> xr.Dataset:
     """Random-effects mean of study maps, judged against the randomization null (lazy).
 
@@ -124,6 +130,12 @@ def mean(
         effect. ``"reference"``: independent uniform draws with replacement pooled in NumPy,
         for maps whose variance is not that model. Each engine is reproducible from ``seed``
         whatever the block size or workers; they differ draw by draw, not in distribution.
+    uncorrected_permutations : int or None
+        When the cluster-extent null runs, the voxel null (uncorrected ``p``, cluster-forming
+        thresholds) runs only the first ``min(permutations, uncorrected_permutations)``
+        randomizations, exactly as a run of that many would (default 1000, docs/methods.md,
+        5.2); ``p_fwe`` and the cluster-level p use all ``permutations``. None: the voxel null
+        runs all of them. Ignored without the cluster-extent null.
 
     Returns
     -------
@@ -141,6 +153,9 @@ def mean(
     Radua J et al. (2012). Eur Psychiatry 27:605.
     """
     engine = check_engine(engine)
+    if uncorrected_permutations is not None and int(uncorrected_permutations) < 1:
+        raise ValueError("'uncorrected_permutations' must be at least 1 or None; "
+                         f"{uncorrected_permutations!r} was provided.")
     selected = prepare_studies(maps, where, studies, name)
     pooled = pool(selected)
     n_studies = selected.sizes["study"]
@@ -156,13 +171,15 @@ def mean(
         selected.effect.data, selected.variance.data, permutations, seed, name,
         maps.attrs["mask"], block_size, voxel_p, peaks, float(maps.attrs.get("fwhm", 20.0)),
         engine=engine, sample_sizes=sizes, anisotropy=float(maps.attrs.get("anisotropy", 0.0)),
-        beta=float(maps.attrs.get("beta", 1.0)),
+        beta=float(maps.attrs.get("beta", 1.0)), uncorrected=uncorrected_permutations,
     )
     null = {key: xr.DataArray(array, dims=("bin",) if key == "null_hist" else ("randomization",))
             for key, array in summary_arrays(summary, permutations).items()}
     # voxel-level FWE from the cluster-extent null's maps (relocated peaks, smooth as the data's)
     # where it runs, else from the voxel null's (docs/methods.md, 5.3)
     cluster_null = voxel_p is not None and peaks is not None
+    uncorrected = (min(permutations, uncorrected_permutations)
+                   if cluster_null and uncorrected_permutations is not None else permutations)
     if cluster_null:
         extremes = null["null_peak_max_z"], null["null_peak_min_z"]
     else:
@@ -182,6 +199,8 @@ def mean(
         "type": "mean", "name": name, "n_studies": int(n_studies),
         "studies": [str(s) for s in selected.study.values],
         "where": where or "", "permutations": int(permutations), "seed": int(seed),
+        # randomizations of the voxel null: the uncorrected p and the cluster-forming thresholds
+        "uncorrected_permutations": int(uncorrected),
         "voxel_p": float(voxel_p) if voxel_p is not None else -1.0,
         # whether null_max_cluster_* hold the cluster-extent null (it needs peaks and sizes)
         "cluster_null": bool(cluster_null),

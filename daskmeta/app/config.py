@@ -33,7 +33,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-from daskmeta.analyses.means import DEFAULT_PERMUTATIONS
+from daskmeta.analyses.means import DEFAULT_PERMUTATIONS, UNCORRECTED_PERMUTATIONS
 from daskmeta.app.validation import (
     INHERITED,
     AtLeast,
@@ -105,6 +105,10 @@ class MeanAnalysis(_Randomized):
         The studies pooled: a pandas query on study columns, and/or their names.
     permutations, seed, block_size : int
         Randomizations of the null, their seed, and how many a graph task computes.
+    uncorrected_permutations : int or None
+        Of those, how many the voxel null runs (uncorrected p, cluster-forming thresholds)
+        when the cluster-extent null gives the family-wise p-values (docs/methods.md, 5.2;
+        default 1000); ``null``: all.
     engine : {"permutation", "reference"}
         The null's engine (:mod:`daskmeta.null.engines`, docs/methods.md).
     jackknife, jackknife_maps : bool
@@ -116,6 +120,7 @@ class MeanAnalysis(_Randomized):
     """
 
     type: Literal["mean"] = "mean"
+    uncorrected_permutations: Positive | None = UNCORRECTED_PERMUTATIONS
     engine: Engine = field(default=DEFAULT_ENGINE, metadata={"check": check_engine})
     jackknife: bool = False
     jackknife_maps: bool = False

@@ -88,12 +88,18 @@ def preprocess_to_store(
 def _analysis_key(settings: MeanAnalysis | CompareAnalysis, maps_attrs: dict[str, Any],
                   threshold_params: dict[str, Any] | None = None) -> str:
     """What an analysis result depends on: its settings, the study maps it read, the
-    null's engine and the cluster-forming voxel p of its cluster-extent null."""
+    null's engine and the cluster-forming voxel p of its cluster-extent null.
+
+    ``uncorrected_permutations`` enters only where it shortens the voxel null, so results of
+    runs it does not change keep their keys.
+    """
     import hashlib
     import json
 
     material = {
-        "settings": {k: v for k, v in asdict(settings).items() if k != "threshold"},
+        "settings": {k: v for k, v in asdict(settings).items()
+                     if k != "threshold" and not (k == "uncorrected_permutations"
+                                                  and (v is None or v >= settings.permutations))},
         "engine": settings.engine,
         "voxel_p": (threshold_params or {}).get("p"),
         "studies_hash": maps_attrs.get("studies_hash"),
@@ -130,7 +136,7 @@ def run_analysis(
     result = computed(
         store, f"analyses/{name}", key,
         lambda: mean(maps, name=name, voxel_p=float(threshold_params["p"]), engine=settings.engine,
-                     **common),
+                     uncorrected_permutations=settings.uncorrected_permutations, **common),
         f"daskmeta: {name}: random-effects mean, {permutations} randomizations", client, force)
     found, table = cluster_table(result, threshold_params)
     out_dir = Path(out) / name

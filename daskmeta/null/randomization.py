@@ -37,6 +37,10 @@ from daskmeta.stats.sdm_model import pooled_z, variance_model
 DEFAULT_BLOCK = 10
 #: Fan-in of the tree reduction of block summaries.
 TREE_FAN_IN = 8
+#: Randomizations of the voxel null when the cluster-extent null gives the family-wise p-values
+#: (docs/methods.md, section 5.2): at 1000 x 180,000 null values the Monte Carlo error of the
+#: ``p = 0.005`` threshold (about 3e-4 in z) is below the histogram's bin width (0.001).
+UNCORRECTED_PERMUTATIONS = 1000
 
 
 def _cluster_block(
@@ -112,7 +116,16 @@ def _tree(parts: Sequence[Delayed], name: str) -> Delayed:
 
 def _with_clusters(summary: NullSummary, clusters: NullSummary) -> NullSummary:
     """The voxel null's summary with the cluster-extent null's largest clusters and extremes
-    (the cluster blocks return their clipped extremes as ``max_z``/``min_z``)."""
+    (the cluster blocks return their clipped extremes as ``max_z``/``min_z``).
+
+    The voxel null may have run fewer randomizations (``uncorrected`` of
+    :func:`null_summary`): its extremes are NaN for the others.
+    """
+    missing = clusters.n_randomizations - summary.n_randomizations
+    if missing:
+        gap = np.full(missing, np.nan)
+        summary = summary._replace(max_z=np.concatenate([summary.max_z, gap]),
+                                   min_z=np.concatenate([summary.min_z, gap]))
     return summary._replace(max_cluster_pos=clusters.max_cluster_pos,
                             max_cluster_neg=clusters.max_cluster_neg,
                             peak_max_z=clusters.max_z, peak_min_z=clusters.min_z)
@@ -139,6 +152,7 @@ def null_summary(
     sample_sizes: tuple[ArrayLike, ArrayLike] | None = None,
     anisotropy: float = 0.0,
     beta: float = 1.0,
+    uncorrected: int | None = UNCORRECTED_PERMUTATIONS,
 ) -> Delayed:
     """The randomization null of a mean analysis, as one lazy :class:`NullSummary`.
 
@@ -179,17 +193,30 @@ def null_summary(
     anisotropy, beta : float
         The study maps' anisotropy and tissue weight (docs/methods.md, 3.2-3.3), for the
         cluster null's kernel.
+    uncorrected : int or None
+        When the cluster-extent null runs (it then gives every family-wise p), the voxel null
+        runs only the first ``min(n_randomizations, uncorrected)`` randomizations, as a run of
+        that many would: it gives the uncorrected p and the cluster-forming thresholds, whose
+        precision ``uncorrected`` randomizations already exceed (docs/methods.md, 5.2). None:
+        all. Without the cluster-extent null the voxel null always runs all of them.
 
     Returns
     -------
     dask.delayed.Delayed
-        Computes to a NullSummary with ``n_randomizations`` maxima in randomization order.
+        Computes to a NullSummary with ``n_randomizations`` maxima in randomization order
+        (the voxel null's NaN beyond the randomizations it ran).
     """
-    first = null_blocks("mean", effect, variance, n_randomizations, seed, name, block_size, engine,
+    cluster_null = voxel_p is not None and peaks is not None
+    n_voxel_null = n_randomizations
+    if cluster_null and uncorrected is not None:
+        if int(uncorrected) < 1:
+            raise ValueError(f"'uncorrected' must be at least 1 or None; {uncorrected!r} was provided.")
+        n_voxel_null = min(n_randomizations, int(uncorrected))
+    first = null_blocks("mean", effect, variance, n_voxel_null, seed, name, block_size, engine,
                         sample_sizes)
     token = dask.base.tokenize(first)
     summary = _tree(first, f"null-{name}-{token}")
-    if voxel_p is None or peaks is None:
+    if not cluster_null:
         return summary
     thresholds = dask.delayed(_thresholds, pure=True)(summary, voxel_p)
     peak_g, n1, n2 = (dask.delayed(np.asarray, pure=True)(a, dtype=np.float64) for a in peaks)
