@@ -38,8 +38,8 @@ DEFAULT_BLOCK = 10
 #: Fan-in of the tree reduction of block summaries.
 TREE_FAN_IN = 8
 #: Randomizations of the voxel null when the cluster-extent null gives the family-wise p-values
-#: (docs/methods.md, section 5.2): at 1000 x 180,000 null values the Monte Carlo error of the
-#: ``p = 0.005`` threshold (about 3e-4 in z) is below the histogram's bin width (0.001).
+#: (docs/methods.md, section 5.2): on the reference example the Monte Carlo spread of the
+#: ``p < 0.005`` thresholds is below the histogram's bin width from 200 randomizations on.
 UNCORRECTED_PERMUTATIONS = 1000
 
 
