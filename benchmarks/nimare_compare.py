@@ -31,7 +31,9 @@ scheduler or a single kernel call):
    kernel; gives voxel-level and cluster-level FWE). Their difference is the cluster-extent
    null alone: the like-for-like counterpart of NiMARE's iteration, which gives voxel- and
    cluster-level FWE while its uncorrected p-values come from an analytic null, not from
-   Monte Carlo.
+   Monte Carlo. Then the cost per randomization of one whole ``mean`` of ``--fwe-run``
+   randomizations (default 10,000, as a family-wise analysis runs; fixed costs included), in
+   which the voxel null stops at its default 1000 randomizations (docs/methods.md, 5.2).
 2. **Image-based DerSimonian-Laird**: daskmeta's recreated study maps exported with
    :func:`daskmeta.to_nifti` (effect as ``beta``, variance as ``varcope``), fitted with
    ``nimare.meta.ibma.DerSimonianLaird(groupby=False, small_sample_correction="wald")``
@@ -159,6 +161,16 @@ def daskmeta_marginal(maps, n: int, voxel_p: float | None) -> float:
     return (run(2 * n) - run(n)) / n
 
 
+def daskmeta_per_randomization(maps, n: int) -> float:
+    """Seconds per randomization of one whole ``mean`` of ``n`` randomizations on one core,
+    fixed costs included (with the cluster-extent null, whose voxel null stops at
+    ``uncorrected_permutations``, default 1000)."""
+    from daskmeta.analyses.means import mean
+
+    result = mean(maps, permutations=n, seed=1, block_size=100, voxel_p=0.005)
+    return least(lambda: result.compute(scheduler="synchronous"), repeats=1) / n
+
+
 def pymare_float64(effect: np.ndarray, variance: np.ndarray) -> np.ndarray:
     """Wald z of PyMARE's DerSimonianLaird on float64 copies of the (study, voxel) stacks."""
     import pymare
@@ -213,6 +225,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", default="examples/clbp")
     parser.add_argument("--n-iters", type=int, default=100, help="N of the Monte Carlo runs (N and 2N)")
+    parser.add_argument("--fwe-run", type=int, default=10_000,
+                        help="randomizations of the whole mean timed per randomization (0: skip)")
     parser.add_argument("--skip-cbma", action="store_true")
     parser.add_argument("--skip-ibma", action="store_true")
     parser.add_argument("--nimare-side", type=Path, help=argparse.SUPPRESS)  # the child process
@@ -264,6 +278,13 @@ def main() -> None:
                       f"({total:.1f} s for {n}) = {per_iter / voxel:5.1f}x the voxel null, "
                       f"{per_iter / full:5.2f}x voxel + cluster, "
                       f"{per_iter / (full - voxel):5.2f}x the cluster-extent null alone")
+            if args.fwe_run:
+                whole = daskmeta_per_randomization(maps, args.fwe_run)
+                print(f"\nA whole daskmeta mean of {args.fwe_run} randomizations (voxel null on the first "
+                      f"{min(args.fwe_run, 1000)}, cluster-extent null on all; fixed costs included): "
+                      f"{whole * 1e3:.2f} ms per randomization")
+                for label in ("ALE", "MKDA density"):
+                    print(f"  NiMARE {label:<13} per iteration / that       {nimare[label][0] / whole:5.2f}x")
         if not args.skip_ibma:
             daskmeta_ibma(maps, mask, exported, workdir, nimare["ibma"])
 

@@ -2,13 +2,14 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/uncorrected_precision.py [--randomizations 4000] [--where "modality == 'ReHo'"]
+    .venv/bin/python benchmarks/uncorrected_precision.py [--randomizations 4000] [--where QUERY]
 
 The voxel null (docs/methods.md, 5.1-5.2) pools every voxel of every randomization into one
 histogram; from it come the uncorrected p-values and the cluster-forming thresholds (the z at
 which ``p`` drops below 0.005). ``mean`` runs it on at most ``uncorrected_permutations`` (default
 1000) randomizations when the cluster-extent null gives the family-wise p-values. This script
-runs ``--randomizations`` randomizations of the reference example's recreated maps with the
+runs ``--randomizations`` randomizations of the reference example's recreated maps (the studies
+``--where`` selects; default ``modality == 'ReHo'``) with the
 permutation engine, splits them into disjoint sets of R, and prints, for each R, the spread
 (standard deviation across sets) of the two ``p < 0.005`` thresholds and of the p-value at the
 positive threshold, against the histogram's bin width (0.001 in z). Where the spread of the

@@ -69,7 +69,8 @@ def test_defaults_are_filled(tmp_path):
 
 
 def test_uncorrected_permutations_null_means_all(tmp_path):
-    config = _load(tmp_path, "analyses: {a: {uncorrected_permutations: null}, b: {uncorrected_permutations: 200}}\n")
+    config = _load(tmp_path, "analyses: {a: {uncorrected_permutations: null},\n"
+                             "           b: {uncorrected_permutations: 200}}\n")
     assert config.analyses["a"].uncorrected_permutations is None
     assert config.analyses["b"].uncorrected_permutations == 200
 
