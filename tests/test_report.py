@@ -166,6 +166,23 @@ def test_methods_follow_the_attrs(result):
     assert "voxel p < 0.001" in text and "|SDM-Z| >= 1.5" in text and ">= 20 voxels" in text
 
 
+def test_methods_and_facts_state_where_the_voxel_null_stopped(result, tmp_path):
+    """A run of 5000 randomizations whose voxel null stopped at 24 (docs/methods.md, 5.2)."""
+    stopped = result.copy()
+    stopped.attrs = {**result.attrs, "permutations": 5000, "uncorrected_permutations": PERMUTATIONS}
+    text = methods_text(stopped, THRESHOLD)
+    assert f"in each of {PERMUTATIONS} randomizations" in text
+    assert "a second null of 5000 randomizations" in text and "1/5001" in text
+    report = write_report(stopped, make_clusters(), tmp_path, THRESHOLD).read_text(encoding="utf-8")
+    assert (f"Randomizations: 5000 (the voxel null behind the uncorrected p: the first {PERMUTATIONS})"
+            in report)
+    assert f"(= {PERMUTATIONS} x " in report
+    # a run the stop did not shorten says nothing of it
+    plain = methods_text(result, THRESHOLD)
+    assert f"in each of {PERMUTATIONS} randomizations" in plain
+    assert f"a second null of {PERMUTATIONS} randomizations" in plain
+
+
 def test_isotropic_kernel_is_described_as_such(result):
     isotropic = result.copy()
     isotropic.attrs = {**result.attrs, "preprocess": {**result.attrs["preprocess"], "anisotropy": 0.0}}

@@ -210,6 +210,8 @@ def methods_text(result: xr.Dataset, threshold: dict[str, Any]) -> str:
     attrs = result.attrs
     preprocess = dict(attrs.get("preprocess") or {})
     k, n_random, seed = int(attrs["n_studies"]), int(attrs["permutations"]), attrs["seed"]
+    # the voxel null may have stopped earlier (docs/methods.md, 5.2)
+    n_voxel_null = int(attrs.get("uncorrected_permutations", n_random))
     n_null = int(np.asarray(result["null_hist"]).sum())
     where = str(attrs.get("where") or "")
     selected = (f"the studies selected by the filter `{where}`" if where
@@ -222,7 +224,7 @@ def methods_text(result: xr.Dataset, threshold: dict[str, Any]) -> str:
         else:
             relocation = "uniformly random mask voxels"
         fwe_text = ("Beyond SDM (chosen in daskmeta), family-wise error (FWE) corrected p-values "
-                    "came from a second null of the same number of randomizations that relocated "
+                    f"came from a second null of {n_random} randomizations that relocated "
                     f"every study's peaks to {relocation} and recreated its map as the study maps "
                     "were (relocated voxels would lose the maps' spatial smoothness, which makes "
                     "voxel maxima conservative and clusters small): voxel-level FWE p-values from "
@@ -261,7 +263,7 @@ def methods_text(result: xr.Dataset, threshold: dict[str, Any]) -> str:
         "(Higgins & Thompson 2002), and a peak was flagged heterogeneous when its Q p-value was "
         f"below {_num(HETEROGENEITY_P)} (chosen in daskmeta).",
         f"Significance was assessed against a randomization null (Radua et al. 2012): in each of "
-        f"{n_random} randomizations (seed {_num(seed)}), every study's voxel values (effect and "
+        f"{n_voxel_null} randomizations (seed {_num(seed)}), every study's voxel values (effect and "
         "variance) " + _relocation_text(attrs) + ", and pooled as above; the "
         "SDM-Z of all voxels of all "
         f"randomizations formed one null distribution ({n_null:,} values), kept as a histogram of "
@@ -394,11 +396,14 @@ def _null_facts(result: xr.Dataset, threshold: dict[str, Any]) -> list[str]:
     attrs = result.attrs
     hist = np.asarray(result["null_hist"], dtype=np.int64)
     n_random, n_voxels = int(attrs["permutations"]), int(result.sizes["voxel"])
+    n_voxel_null = int(attrs.get("uncorrected_permutations", n_random))
     total = int(hist.sum())
-    expected = n_random * n_voxels
-    count = f"{total:,}" + (f" (= {n_random} x {n_voxels:,} voxels)" if total == expected else "")
+    expected = n_voxel_null * n_voxels
+    count = f"{total:,}" + (f" (= {n_voxel_null} x {n_voxels:,} voxels)" if total == expected else "")
+    stopped = (f" (the voxel null behind the uncorrected p: the first {n_voxel_null})"
+               if n_voxel_null < n_random else "")
     lines = [
-        f"- Randomizations: {n_random}; seed: {_num(attrs['seed'])}.",
+        f"- Randomizations: {n_random}{stopped}; seed: {_num(attrs['seed'])}.",
         f"- Null: {attrs.get('null', 'not recorded')}.",
         f"- Null SDM-Z values: {count}.",
     ]
