@@ -10,15 +10,24 @@ single-threaded worker processes:
 
 1. the scheduler's overhead per task (2000 no-op tasks);
 2. ``mean`` with its voxel null and cluster-extent null (what ``daskmeta run`` computes), P
-   and 2P randomizations: marginal cost per randomization and fixed cost;
+   and 2P randomizations: marginal cost per randomization and fixed cost. With P at least
+   ``uncorrected_permutations`` (default 1000), the voxel null runs U = 1000 randomizations in
+   both runs (docs/methods.md, 5.2), so that marginal cost is the cluster-extent null's; the
+   voxel null's own is measured from the voxel null alone (``voxel_p=None``), P and 2P;
 3. ``psi`` with persisted imputations, B and 2B permutations: marginal cost per permutation
    and fixed cost (the first block of each worker builds the subject noise);
 4. each worker's peak resident memory.
 
-Then the cost model ``T(W) = t_0 + ceil(n_tasks / min(W, cores)) t_task + n_tasks t_sched``
-(``t_task`` = block size x the marginal cost on one worker) is fitted on one worker, checked
-against 2 and 4 workers, and extrapolated to 10, 100 and 1000 workers with the bytes each task
-moves. Nothing here is a test: a measurement, printed with the machine's load.
+Then the cost model, one term per phase (the cluster-extent null's blocks wait for the voxel
+null's thresholds)::
+
+    T(W) = t_0 + ceil(n_v / W') b m_v + ceil(n_c / W') b m_c + (n_v + n_c) t_sched
+
+with ``W' = min(W, cores)``, ``n_v = ceil(min(B, U) / b)`` voxel-null and ``n_c = ceil(B / b)``
+cluster-null tasks of ``b`` randomizations, ``m_v``, ``m_c`` their marginal costs per
+randomization and ``t_0`` the rest, all fitted on one worker (PSI: one phase), is checked against
+2 and 4 workers and extrapolated to 10, 100 and 1000 workers with the bytes each task moves.
+Nothing here is a test: a measurement, printed with the machine's load.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import time
 
 import dask
 
-from daskmeta.analyses.means import mean
+from daskmeta.analyses.means import UNCORRECTED_PERMUTATIONS, mean
 from daskmeta.analyses.psi import impute, psi
 from daskmeta.analyses.recreate import recreate
 from daskmeta.datasets import clbp_folder
@@ -65,9 +74,15 @@ def scheduler_overhead(client, n: int = 2000) -> float:
     return _timed(lambda: client.gather(client.map(_noop, range(n), pure=False))) / n
 
 
-def aes_run(stored, permutations: int, block_size: int, repeats: int = 2) -> float:
-    """Best of ``repeats`` computations of a mean with its voxel and cluster-extent nulls."""
-    result = mean(stored, permutations=permutations, seed=1, block_size=block_size)
+#: Randomizations of the voxel null when the cluster-extent null runs (``mean``'s default).
+UNCORRECTED = UNCORRECTED_PERMUTATIONS
+
+
+def aes_run(stored, permutations: int, block_size: int, repeats: int = 2,
+            voxel_p: float | None = 0.005) -> float:
+    """Best of ``repeats`` computations of a mean with its voxel and cluster-extent nulls
+    (``voxel_p=None``: the voxel null alone)."""
+    result = mean(stored, permutations=permutations, seed=1, block_size=block_size, voxel_p=voxel_p)
     return min(_timed(lambda: result.compute()) for _ in range(repeats))
 
 
@@ -88,8 +103,19 @@ def measure(stored, workers: int, args) -> dict[str, float]:
         aes_run(stored, args.block_size * 2 * workers, args.block_size, 1)  # warm every worker
         p = args.randomizations
         small, large = aes_run(stored, p, args.block_size), aes_run(stored, 2 * p, args.block_size)
-        out.update(aes_marginal=(large - small) / p, aes_fixed=small - (large - small),
-                   aes_total=large)
+        out.update(aes_total=large)
+        if workers == 1:  # the model's fit: each phase's marginal cost, then the rest
+            v_small = aes_run(stored, p, args.block_size, voxel_p=None)
+            v_large = aes_run(stored, 2 * p, args.block_size, voxel_p=None)
+            out["voxel_marginal"] = (v_large - v_small) / p
+            if p >= UNCORRECTED:  # both runs hold the same voxel null: the difference is the cluster null's
+                out["cluster_marginal"] = (large - small) / p
+            else:
+                out["cluster_marginal"] = (large - small) / p - out["voxel_marginal"]
+            n_voxel = min(2 * p, UNCORRECTED)
+            tasks = math.ceil(n_voxel / args.block_size) + math.ceil(2 * p / args.block_size)
+            out["aes_fixed"] = (large - 2 * p * out["cluster_marginal"] - n_voxel * out["voxel_marginal"]
+                                - tasks * out["sched"])
         imputed = impute(stored, args.imputations, seed=1, where=WHERE, name="psi").persist()
         dask.compute(imputed.effect)  # the imputations stay in the workers' memory
         # warm every worker: kernels and the subject noise each builds once per process
@@ -104,10 +130,15 @@ def measure(stored, workers: int, args) -> dict[str, float]:
 
 
 def predict(one: dict[str, float], kind: str, units: int, block: int, workers: int, cores: int) -> float:
-    """``t_0 + ceil(n_tasks / min(W, cores)) t_task + n_tasks t_sched`` from the one-worker fit."""
-    tasks = math.ceil(units / block)
-    return (one[f"{kind}_fixed"] + math.ceil(tasks / min(workers, cores)) * block * one[f"{kind}_marginal"]
-            + tasks * one["sched"])
+    """The module's cost model from the one-worker fit: AES in two phases, PSI in one."""
+    parallel = min(workers, cores)
+    if kind == "psi":
+        phases = [(math.ceil(units / block), one["psi_marginal"])]
+    else:
+        phases = [(math.ceil(min(units, UNCORRECTED) / block), one["voxel_marginal"]),
+                  (math.ceil(units / block), one["cluster_marginal"])]
+    return one[f"{kind}_fixed"] + sum(math.ceil(tasks / parallel) * block * marginal + tasks * one["sched"]
+                                      for tasks, marginal in phases)
 
 
 def main() -> None:
@@ -134,14 +165,15 @@ def main() -> None:
     print(f"\n{k} studies x {v:,} voxels; AES: {2 * args.randomizations} randomizations in blocks of "
           f"{args.block_size} (voxel + cluster-extent null); PSI: {args.imputations} imputations, "
           f"{2 * args.psi_permutations} permutations in blocks of {args.psi_block}")
-    print("workers | sched/task | AES total  marginal   fixed | PSI total  marginal   fixed | peak RSS")
+    print("workers | sched/task | AES total | PSI total  marginal   fixed | peak RSS")
     for w, r in results.items():
-        print(f"{w:7d} | {r['sched'] * 1e3:7.2f} ms | {r['aes_total']:7.2f} s "
-              f"{r['aes_marginal'] * 1e3:6.2f} ms {r['aes_fixed']:6.2f} s | {r['psi_total']:7.2f} s "
-              f"{r['psi_marginal']:6.3f} s "
-              f"{r['psi_fixed']:6.2f} s | {r['rss_mb']:6.0f} MB")
+        print(f"{w:7d} | {r['sched'] * 1e3:7.2f} ms | {r['aes_total']:7.2f} s | {r['psi_total']:7.2f} s "
+              f"{r['psi_marginal']:6.3f} s {r['psi_fixed']:6.2f} s | {r['rss_mb']:6.0f} MB")
     if 1 in results:
         one = results[1]
+        print(f"AES fit on 1 worker: voxel null {one['voxel_marginal'] * 1e3:.2f} ms and cluster-extent "
+              f"null {one['cluster_marginal'] * 1e3:.2f} ms per randomization, the rest "
+              f"{one['aes_fixed']:.2f} s (the voxel null runs min(B, {UNCORRECTED}) randomizations)")
         print("\nspeed-up from 1 worker (whole runs): " + ", ".join(
             f"{w} workers: AES {one['aes_total'] / r['aes_total']:.2f}x, "
             f"PSI {one['psi_total'] / r['psi_total']:.2f}x"

@@ -246,3 +246,14 @@ def test_stored_results_are_reused_where_uncorrected_permutations_changes_nothin
     # 2000: the default stops the voxel null at 1000, so the result differs from an uncapped one
     assert key(permutations=2000) != key(permutations=2000, uncorrected_permutations=None)
     assert key(permutations=2000) != key(permutations=2000, uncorrected_permutations=500)
+
+
+def test_jackknife_and_regressions_of_a_mean_stop_where_its_voxel_null_does():
+    from daskmeta.app.workflow import uncorrected_permutations
+
+    assert uncorrected_permutations(MeanAnalysis(permutations=5000)) == 1000
+    assert uncorrected_permutations(MeanAnalysis(permutations=50)) == 50
+    assert uncorrected_permutations(MeanAnalysis(permutations=5000, uncorrected_permutations=None)) == 5000
+    assert uncorrected_permutations(MeanAnalysis(permutations=5000, uncorrected_permutations=300)) == 300
+    # a comparison has no family-wise null to split from: all its randomizations
+    assert uncorrected_permutations(CompareAnalysis(permutations=5000, groups=("a == 1", "a == 2"))) == 5000

@@ -107,7 +107,8 @@ class MeanAnalysis(_Randomized):
         Randomizations of the null, their seed, and how many a graph task computes.
     uncorrected_permutations : int or None
         Of those, how many the voxel null runs (uncorrected p, cluster-forming thresholds)
-        when the cluster-extent null gives the family-wise p-values (docs/methods.md, 5.2;
+        when the cluster-extent null gives the family-wise p-values, and the nulls of the
+        jackknife and meta-regressions, which give uncorrected p only (docs/methods.md, 5.2;
         default 1000); ``null``: all.
     engine : {"permutation", "reference"}
         The null's engine (:mod:`daskmeta.null.engines`, docs/methods.md).

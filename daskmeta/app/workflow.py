@@ -110,6 +110,17 @@ def _analysis_key(settings: MeanAnalysis | CompareAnalysis, maps_attrs: dict[str
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def uncorrected_permutations(settings: MeanAnalysis | CompareAnalysis) -> int:
+    """Randomizations of the nulls of a mean analysis that give uncorrected p-values only.
+
+    Its jackknife and meta-regressions have no family-wise p-value: like the mean's voxel null
+    beside the cluster-extent null, they run ``min(permutations, uncorrected_permutations)``
+    (docs/methods.md, 5.2). A comparison runs all its ``permutations``.
+    """
+    limit = getattr(settings, "uncorrected_permutations", None)
+    return settings.permutations if limit is None else min(settings.permutations, int(limit))
+
+
 def run_analysis(
     name: str,
     settings: MeanAnalysis,
@@ -143,7 +154,8 @@ def run_analysis(
     if settings.jackknife:
         runs = computed(
             store, f"analyses/{name}/jackknife", key,
-            lambda: jackknife(maps, name=f"{name}/jackknife", engine=settings.engine, **common),
+            lambda: jackknife(maps, name=f"{name}/jackknife", engine=settings.engine,
+                              **{**common, "permutations": uncorrected_permutations(settings)}),
             f"daskmeta: {name}: leave-one-out jackknife of {result.attrs['n_studies']} studies",
             client, force)
         detail = replication(found.labels, runs, threshold_params["p"], threshold_params["peak_z"],
@@ -192,7 +204,7 @@ def run_linear_model(
     from daskmeta.report.export import write_linear_model
 
     key = key or _analysis_key(settings, dict(maps.attrs), threshold_params)
-    permutations = settings.permutations
+    permutations = uncorrected_permutations(settings)
     groups = settings.groups if isinstance(settings, CompareAnalysis) else None
     result = computed(
         store, f"analyses/{name}", key,
