@@ -142,7 +142,8 @@ def mean(
     xarray.Dataset
         Over ``voxel``: ``effect, variance, z, p, p_fwe, tau2, q, i2, p_q, q_z``; the null
         summaries ``null_hist`` (dim ``bin``) and ``null_max_z, null_min_z,
-        null_max_cluster_pos, null_max_cluster_neg`` (dim ``randomization``), with the
+        null_max_cluster_pos, null_max_cluster_neg`` (dim ``randomization``; the voxel null's
+        ``null_max_z, null_min_z`` NaN beyond its ``uncorrected_permutations``), with the
         cluster-extent null also ``null_peak_max_z, null_peak_min_z``, the extremes that give
         ``p_fwe`` (docs/methods.md, 5.3; ``attrs["fwe_null"]`` says which null gave it);
         parameters in ``attrs``.
