@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/permutations.py
 	$(BIN)/python benchmarks/cluster_null.py
 	$(BIN)/python benchmarks/sweep.py
+	$(BIN)/python benchmarks/uncorrected_precision.py
 
 # NiMARE would downgrade nilearn in .venv: it gets its own environment beside daskmeta.
 bench-nimare:
