@@ -23,6 +23,7 @@ from daskmeta.null.randomization import (
     UNCORRECTED_PERMUTATIONS,
     null_summary,
     summary_arrays,
+    voxel_null_size,
 )
 from daskmeta.stats.pvalues import p_from_histogram, p_fwe
 from daskmeta.stats.random_effects import dersimonian_laird
@@ -179,8 +180,7 @@ def mean(
     # voxel-level FWE from the cluster-extent null's maps (relocated peaks, smooth as the data's)
     # where it runs, else from the voxel null's (docs/methods.md, 5.3)
     cluster_null = voxel_p is not None and peaks is not None
-    uncorrected = (min(permutations, uncorrected_permutations)
-                   if cluster_null and uncorrected_permutations is not None else permutations)
+    uncorrected = voxel_null_size(permutations, cluster_null, uncorrected_permutations)
     if cluster_null:
         extremes = null["null_peak_max_z"], null["null_peak_min_z"]
     else:

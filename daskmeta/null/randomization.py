@@ -132,6 +132,16 @@ def _with_clusters(summary: NullSummary, clusters: NullSummary) -> NullSummary:
 
 
 
+def voxel_null_size(n_randomizations: int, cluster_null: bool, uncorrected: int | None) -> int:
+    """Randomizations the voxel null runs: ``min(n_randomizations, uncorrected)`` beside the
+    cluster-extent null (docs/methods.md, 5.2), all of them without it or with ``uncorrected=None``."""
+    if uncorrected is not None and int(uncorrected) < 1:
+        raise ValueError(f"'uncorrected' must be at least 1 or None; {uncorrected!r} was provided.")
+    if not cluster_null or uncorrected is None:
+        return n_randomizations
+    return min(n_randomizations, int(uncorrected))
+
+
 def _thresholds(summary: NullSummary, p: float) -> tuple[float, float]:
     # p < voxel_p (strict), as the observed map is thresholded
     return z_threshold_for_p(summary.hist, float(np.nextafter(p, 0.0)))
@@ -207,11 +217,7 @@ def null_summary(
         (the voxel null's NaN beyond the randomizations it ran).
     """
     cluster_null = voxel_p is not None and peaks is not None
-    n_voxel_null = n_randomizations
-    if cluster_null and uncorrected is not None:
-        if int(uncorrected) < 1:
-            raise ValueError(f"'uncorrected' must be at least 1 or None; {uncorrected!r} was provided.")
-        n_voxel_null = min(n_randomizations, int(uncorrected))
+    n_voxel_null = voxel_null_size(n_randomizations, cluster_null, uncorrected)
     first = null_blocks("mean", effect, variance, n_voxel_null, seed, name, block_size, engine,
                         sample_sizes)
     token = dask.base.tokenize(first)
