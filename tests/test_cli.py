@@ -119,11 +119,11 @@ def test_config_errors_name_the_key(folder, tmp_path, change, message):
 def test_run_every_analysis_type(folder, tmp_path):
     config = _config(
         tmp_path, folder,
-        a={"type": "mean", "where": "modality == 'A'", "permutations": 3, "seed": 1,
-           "jackknife": True, "regressors": ["age"]},
+        a={"type": "mean", "where": "modality == 'A'", "permutations": 5, "seed": 1,
+           "uncorrected_permutations": 3, "jackknife": True, "regressors": ["age"]},
         b={"type": "mean", "where": "modality == 'B'", "permutations": 3, "seed": 2},
         a_vs_b={"type": "compare", "groups": ["modality == 'A'", "modality == 'B'"],
-                "permutations": 3, "seed": 3},
+                "permutations": 5, "seed": 3},
         overlap={"type": "multimodal", "of": ["a", "b"]},
     )
     result = runner.invoke(app, ["run", str(config), "--scheduler", "threads"])
@@ -147,6 +147,14 @@ def test_run_every_analysis_type(folder, tmp_path):
     store = tmp_path / "s.zarr"
     assert is_complete(store, "analyses/a/jackknife") and is_complete(store, "analyses/a/regression_age")
     assert read_group(store, "analyses/overlap").attrs["of"] == ["a", "b"]
+    # the nulls that give uncorrected p only stop at uncorrected_permutations (docs/methods.md, 5.2);
+    # the cluster-extent null and a comparison run all their randomizations
+    mean_a = read_group(store, "analyses/a")
+    assert (mean_a.attrs["permutations"], mean_a.attrs["uncorrected_permutations"]) == (5, 3)
+    assert int(mean_a.null_hist.sum()) == 3 * mean_a.sizes["voxel"]
+    assert read_group(store, "analyses/a/jackknife").attrs["permutations"] == 3
+    assert read_group(store, "analyses/a/regression_age").attrs["permutations"] == 3
+    assert read_group(store, "analyses/a_vs_b").attrs["permutations"] == 5
     assert "Jackknife" in (out / "a" / "summary.md").read_text()
 
 
