@@ -13,18 +13,22 @@ cost of one randomization on this thread of:
    cost the issue compares against;
 2. the old cluster-extent null (:func:`daskmeta.null.cluster_extent.cluster_null_block_fused`: the
    whole z map, pasted and pooled plane by plane, labelled by union-find over the mask);
-3. the new one (:func:`daskmeta.null.cluster_extent.cluster_null_block`: sparse pooling with
-   certified decisions, labelling of the passing voxels only);
+3. the isotropic cell null (:func:`daskmeta.null.cluster_extent.cluster_null_block`, what
+   ``mean`` runs for isotropic maps: the screen of cells, the kernel's records relative to its
+   peak's cell, certified decisions, labelling of the passing voxels only);
 4. the cluster-extent null with the data's (anisotropic) kernel, which ``mean`` runs for these
    maps (:func:`daskmeta.null.kernel_bank.bank_cluster_block`: peaks moved to the centres of the
    kernel bank, the screen of cells, certified decisions; the bank is built on first use and
    cached);
 5. the same without the screen (``screen=False``: every cell a kernel reaches is recreated);
-6. with ``--reference``, the NumPy/SciPy reference (``daskmeta.null.randomization._cluster_block``);
+6. the isotropic span null it replaced (:func:`daskmeta.null.cluster_extent.cluster_null_block_spans`:
+   kernels pasted row by row into the mask's span layout, sparse pooling with certified
+   decisions);
+7. with ``--reference``, the NumPy/SciPy reference (``daskmeta.null.randomization._cluster_block``);
 
-then the ratios to the voxel null, and checks that old, new (and the reference) give the
-same largest clusters. Each figure is the least CPU time of this thread (``time.thread_time``)
-over ``--repeats`` blocks of ``--randomizations``, the blocks of the different methods
+then the ratios to the voxel null, and checks that the isotropic nulls (and the reference) give
+the same largest clusters and extremes. Each figure is the least CPU time of this thread
+(``time.thread_time``) over ``--repeats`` blocks of ``--randomizations``, the blocks of the different methods
 interleaved: on a shared machine that is the least disturbed measure (wall times are printed
 too). Everything runs on the calling thread (Numba kernels are single-threaded).
 
@@ -48,6 +52,7 @@ from daskmeta.model.grid import load_mask
 from daskmeta.null.cluster_extent import (
     cluster_null_block,
     cluster_null_block_fused,
+    cluster_null_block_spans,
     relocated_classes,
     relocated_peaks,
 )
@@ -111,29 +116,33 @@ def main() -> None:
     functions: dict[str, Callable[[], object]] = {
         "voxel null (permutation engine)": lambda: permutation_block(stack, voxel_seeds),
         "old cluster-extent null (cluster_null_block_fused)": lambda: cluster_null_block_fused(*block),
-        "new cluster-extent null (cluster_null_block)": lambda: cluster_null_block(*block),
+        "isotropic cell null (cluster_null_block)": lambda: cluster_null_block(*block),
         "data's kernel: bank null (bank_cluster_block)": lambda: bank_cluster_block(*bank_block),
         "bank null without the screen": lambda: bank_cluster_block(*bank_block, screen=False),
+        "isotropic span null (cluster_null_block_spans)": lambda: cluster_null_block_spans(*block),
     }
     if args.reference:
         functions["NumPy/SciPy reference (_cluster_block)"] = lambda: _cluster_block(*block)
     results = {name: function() for name, function in functions.items()}  # warm: compile, caches
     names = list(functions)
+    fields = ("max_cluster_pos", "max_cluster_neg", "max_z", "min_z")
     same = all(np.array_equal(getattr(results[names[1]], f), getattr(results[name], f))
-               for name in names[2:] if "bank" not in name for f in ("max_cluster_pos", "max_cluster_neg"))
+               for name in names[2:] if "bank" not in name for f in fields)
     same_bank = all(np.array_equal(getattr(results[names[3]], f), getattr(results[names[4]], f))
-                    for f in ("max_cluster_pos", "max_cluster_neg"))
+                    for f in fields)
     timings = interleaved_best(functions, args.repeats)
     print(f"\none randomization on one thread (least of {args.repeats} blocks of {n}; thread CPU time, "
           "wall time):")
     for name, (cpu, wall) in timings.items():
         print(f"  {name:<52} {cpu / n * 1e3:7.2f} ms  {wall / n * 1e3:7.2f} ms")
     voxel, old, new, bank = (timings[name][0] for name in names[:4])
-    print(f"  ratio new / voxel null {new / voxel:5.2f}   old / voxel null {old / voxel:5.2f}   "
-          f"old / new {old / new:5.2f}   bank / voxel null {bank / voxel:5.2f}")
+    spans = timings[names[5]][0]
+    print(f"  ratio cells / voxel null {new / voxel:5.2f}   spans / voxel null {spans / voxel:5.2f}   "
+          f"fused / voxel null {old / voxel:5.2f}   spans / cells {spans / new:5.2f}   "
+          f"bank / voxel null {bank / voxel:5.2f}")
     print(f"  bank null without / with the screen {timings[names[4]][0] / bank:5.2f}")
-    print(f"  same largest clusters (isotropic nulls): {same}; (bank null with and without the screen): "
-          f"{same_bank}")
+    print(f"  same largest clusters and extremes (isotropic nulls): {same}; (bank null with and "
+          f"without the screen): {same_bank}")
     largest = results[names[3]].max_cluster_pos, results[names[2]].max_cluster_pos
     print(f"  median largest positive null cluster: data's kernel {np.median(largest[0]):.0f} voxels, "
           f"isotropic {np.median(largest[1]):.0f}")

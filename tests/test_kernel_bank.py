@@ -237,12 +237,13 @@ def _screen_one_cell(u_code, g, study_of, sampling, constant, thresholds):
     n = len(g)
     taus, growth = cells.screen_grid(g, study_of, sampling, constant)
     inv_tau = 1.0 / (sampling[:, None] + taus[None, :])
-    candidate = np.zeros(1, np.uint8)
-    jit.screen_cells(np.arange(n), g, study_of, sampling, constant, *thresholds,
+    candidate = np.zeros(2, np.uint8)
+    jit.screen_cells(np.arange(n), np.zeros(n, np.int64), np.zeros(1, np.int64), g, study_of,
+                     sampling, constant, *thresholds,
                      np.arange(n + 1), np.zeros(n, np.int32), np.asarray(u_code, np.uint8), levels,
-                     inv_tau, inv_tau.sum(0), taus, growth, np.zeros((2, 1)), np.empty(1, np.int64),
-                     np.empty((n, 2), np.int64), np.empty((n, 2)), np.zeros((5, 1)),
-                     np.empty((1, len(taus), 3)), candidate)
+                     inv_tau, inv_tau.sum(0), taus, growth, np.zeros((2, 2)), np.zeros(2, np.int64),
+                     np.empty(2, np.int64), np.empty((n, 2), np.int64), np.empty((n, 2)),
+                     np.zeros((5, 2)), np.empty((1, len(taus), 3)), candidate)
     return bool(candidate[0]), levels
 
 

@@ -35,7 +35,16 @@ from numpy.typing import NDArray
 from scipy import sparse
 
 from daskmeta.model.grid import cache_dir, load_mask, templates, tissue_probabilities
-from daskmeta.null.cells import CELL, CELL_VERSION, CellBank, coarse_cells, screen_grid
+from daskmeta.null.cells import (
+    CELL,
+    CELL_VERSION,
+    CellBank,
+    CellTables,
+    cell_bits,
+    cell_null,
+    coarse_cells,
+    screen_grid,
+)
 from daskmeta.stats.labelling import largest_cluster
 from daskmeta.stats.null import N_HIST, NullSummary, clipped_extremes
 from daskmeta.stats.peak_kernel import (
@@ -55,6 +64,7 @@ __all__ = [
     "bank_cluster_block",
     "bank_cluster_block_reference",
     "bank_relocated_z",
+    "bank_tables",
     "build_bank",
     "cell_bank",
     "kernel_bank",
@@ -378,30 +388,31 @@ def bank_cluster_block(
         thresholds (:func:`~daskmeta.stats.null.clipped_extremes`); ``max_cluster_pos``/
         ``max_cluster_neg`` filled.
     """
-    from daskmeta.null.cluster_extent import _certifiable, _tolerance, neighbourhood
-    from daskmeta.stats import _bank_null_jit as _bank_kernel
+    from daskmeta.null.cluster_extent import _certifiable, _tolerance
 
     g, study_of, sampling, constant = _arguments(peak_g, n1, n2)
     z_pos, z_neg = float(thresholds[0]), float(thresholds[1])
     if not (_certifiable(sampling, constant, g) and z_neg < 0.0 < z_pos and len(sampling) > 1):
         return bank_cluster_block_reference(peak_g, n1, n2, seed, name, start, stop, mask_name,
                                             fwhm, anisotropy, beta, thresholds)
-    bank = kernel_bank(mask_name, float(fwhm), float(anisotropy), float(beta))
-    hood = neighbourhood(mask_name)
-    centres = _relocated_centres(seed, name, start, stop, len(g), len(bank.centres))
-    taus, growth = screen_grid(g, study_of, sampling, constant)
-    inv_tau = 1.0 / (sampling[:, None] + taus[None, :])
-    largest = np.zeros((2, stop - start), dtype=np.int64)
-    extremes = np.zeros((2, stop - start))
-    cells = cell_bank(mask_name, float(fwhm), float(anisotropy), float(beta))
-    record = np.asarray(cells.cell_record)
-    _bank_kernel.bank_null_randomizations(
-        centres, g, study_of, sampling, constant, z_pos, z_neg, _tolerance(len(sampling)),
-        np.asarray(bank.levels), np.asarray(cells.cell_first), np.asarray(cells.cell_id),
-        np.asarray(cells.cell_code), record, coarse_cells(mask_name).voxel,
-        inv_tau, inv_tau.sum(0), taus, growth, bool(screen), hood.padded_index, hood.padded_lookup,
-        hood.offsets, largest, extremes, np.zeros((2, stop - start), np.int64))
+    tables = bank_tables(mask_name, float(fwhm), float(anisotropy), float(beta))
+    centres = _relocated_centres(seed, name, start, stop, len(g), len(tables.cell_first) - 1)
+    largest, extremes, _ = cell_null(tables, centres, np.zeros_like(centres), g, study_of, sampling,
+                                     constant, (z_pos, z_neg), _tolerance(len(sampling)), mask_name,
+                                     screen)
     return NullSummary(np.zeros(N_HIST, np.int64), extremes[0], extremes[1], largest[0], largest[1])
+
+
+@functools.cache
+def bank_tables(mask_name: str, fwhm: float, anisotropy: float, beta: float) -> CellTables:
+    """The bank's kernels cell by cell as :func:`~daskmeta.null.cells.cell_null` takes them
+    (groups: the centres; cells numbered directly)."""
+    cells = cell_bank(mask_name, fwhm, anisotropy, beta)
+    n_cells = coarse_cells(mask_name).voxel.shape[0]
+    return CellTables(np.asarray(cells.cell_first), np.asarray(cells.cell_id),
+                      np.asarray(cells.cell_code), np.asarray(cells.cell_record),
+                      np.asarray(kernel_bank(mask_name, fwhm, anisotropy, beta).levels),
+                      np.arange(n_cells, dtype=np.int64), cell_bits(mask_name))
 
 
 def screen_candidates(centre: NDArray[np.int64], g: NDArray[np.float64], study_of: NDArray[np.int64],
@@ -424,18 +435,17 @@ def screen_candidates(centre: NDArray[np.int64], g: NDArray[np.float64], study_o
     """
     from daskmeta.stats import _screen_jit as _screen_kernel
 
-    cells = cell_bank(mask_name, float(fwhm), float(anisotropy), float(beta))
-    levels = np.asarray(kernel_bank(mask_name, float(fwhm), float(anisotropy), float(beta)).levels)
-    n_cells = coarse_cells(mask_name).voxel.shape[0]
+    tables = bank_tables(mask_name, float(fwhm), float(anisotropy), float(beta))
+    n_cells = len(tables.cell_at)
     taus, growth = screen_grid(g, study_of, sampling, constant)
     inv_tau = 1.0 / (sampling[:, None] + taus[None, :])
-    first = np.asarray(cells.cell_first)
-    longest = int(np.diff(first).max(initial=0)) * len(g)
-    candidate = np.zeros(n_cells, np.uint8)
+    longest = int(np.diff(tables.cell_first).max(initial=0)) * len(g)
+    candidate = np.zeros(n_cells + 1, np.uint8)
     _screen_kernel.screen_cells(
-        np.asarray(centre, np.int64), g, study_of, sampling, constant, float(thresholds[0]),
-        float(thresholds[1]), first, np.asarray(cells.cell_id), np.asarray(cells.cell_code), levels,
-        inv_tau, inv_tau.sum(0), taus, growth, np.zeros((2, n_cells)), np.empty(n_cells, np.int64),
-        np.empty((longest, 2), np.int64), np.empty((longest, 2)), np.zeros((5, n_cells)),
+        np.asarray(centre, np.int64), np.zeros(len(g), np.int64), tables.cell_at, g, study_of,
+        sampling, constant, float(thresholds[0]), float(thresholds[1]), tables.cell_first,
+        tables.cell_id, tables.cell_code, tables.levels, inv_tau, inv_tau.sum(0), taus, growth,
+        np.zeros((2, n_cells + 1)), np.zeros(n_cells + 1, np.int64), np.empty(n_cells + 1, np.int64),
+        np.empty((longest, 2), np.int64), np.empty((longest, 2)), np.zeros((5, n_cells + 1)),
         np.empty((n_cells, len(taus), 3)), candidate)
-    return candidate
+    return candidate[:n_cells]

@@ -81,31 +81,6 @@ def patch_kernel(start, run_start, run_voxel, run_length, run_offset, code, leve
 
 
 @_jit
-def peak_terms(levels, peak_g, study_of, sampling, constant, ratio, terms):
-    """Each peak's terms at each kernel level, for a voxel only that peak of its study reaches.
-
-    ``terms[p, l]`` holds ``(c/a) x``, ``T W / D`` and ``x = W^2 / D`` with ``T = K``, ``W = K^2 g``
-    and ``D = a T^2 + c W^2`` for ``K = levels[l]``: the operations :func:`classify_cell` performs
-    on such a voxel's sums (``0 + K = K`` and ``0 + K^2 g = K^2 g`` exactly), so the same doubles.
-    """
-    for p in range(peak_g.shape[0]):
-        s = study_of[p]
-        a = sampling[s]
-        cc = constant[s]
-        rr = ratio[s]
-        g = peak_g[p]
-        for level in range(levels.shape[0]):
-            t = levels[level]
-            w_ = t * t * g
-            w2 = w_ * w_
-            inv = 1.0 / (a * (t * t) + cc * w2)  # levels are > 0
-            x = w2 * inv
-            terms[p, level, 0] = rr * x
-            terms[p, level, 1] = (t * w_) * inv
-            terms[p, level, 2] = x
-
-
-@_jit
 def build_cells(start, run_start, run_voxel, run_length, code, cell_of, cell_local, n_cells):
     """The bank's cell-major layout (see the module docstring).
 
@@ -169,33 +144,40 @@ def build_cells(start, run_start, run_voxel, run_length, code, cell_of, cell_loc
 
 
 @_jit
-def cell_lists(centre, cell_first, cell_id, candidate, list_first, list_peak, list_entry, scratch):
-    """For each candidate cell, the peaks that reach it (increasing) and their entries.
+def cell_lists(centre, peak_base, cell_at, cell_first, cell_id, candidate, list_first, list_peak,
+               list_entry, list_cell, scratch):
+    """For each candidate cell, the peaks that reach it (increasing), their entries and cells.
 
-    Writes ``list_first`` (shape ``(n_cells + 1,)``); cell ``c``'s peaks are
-    ``list_peak[list_first[c]:list_first[c + 1]]`` with entries ``list_entry[...]``. One pass over
-    the peaks' entries collects the candidates' (peak, entry) pairs in ``scratch`` (shape
-    ``(len(list_peak), 2)``); a stable counting sort by cell orders them.
+    Peak ``p`` reaches cell ``cell_at[peak_base[p] + cell_id[m]]`` for each entry ``m`` of its
+    group ``centre[p]`` (:func:`cell_null_randomizations`; ``candidate`` has ``n_cells + 1``
+    entries, the last the dummy cell's 0). Writes ``list_first`` (shape ``(n_cells + 1,)``);
+    cell ``c``'s peaks are ``list_peak[list_first[c]:list_first[c + 1]]`` with entries
+    ``list_entry[...]`` (and ``list_cell[...] = c``). One pass over the peaks' entries collects
+    the candidates' (peak, entry, cell) triples in ``scratch`` (shape ``(len(list_peak) + 1,
+    3)``); a stable counting sort by cell orders them.
     """
-    n_cells = candidate.shape[0]
+    n_cells = candidate.shape[0] - 1
     n = 0
     for p in range(centre.shape[0]):
-        for m in range(cell_first[centre[p]], cell_first[centre[p] + 1]):
-            if candidate[cell_id[m]]:
-                scratch[n, 0] = p
-                scratch[n, 1] = m
-                n += 1
+        base = peak_base[p]
+        for m in range(cell_first[centre[p]], cell_first[centre[p] + 1]):  # no branches
+            cell = cell_at[base + cell_id[m]]
+            scratch[n, 0] = p
+            scratch[n, 1] = m
+            scratch[n, 2] = cell
+            n += candidate[cell]
     for c in range(n_cells + 1):
         list_first[c] = 0
     for i in range(n):
-        list_first[cell_id[scratch[i, 1]] + 1] += 1
+        list_first[scratch[i, 2] + 1] += 1
     for c in range(n_cells):
         list_first[c + 1] += list_first[c]
     for i in range(n):  # increasing i: each list in peak order
-        cell = cell_id[scratch[i, 1]]
+        cell = scratch[i, 2]
         slot = list_first[cell]
         list_peak[slot] = scratch[i, 0]
         list_entry[slot] = scratch[i, 1]
+        list_cell[slot] = cell
         list_first[cell] = slot + 1
     for c in range(n_cells, 0, -1):  # restore the starts
         list_first[c] = list_first[c - 1]
@@ -208,13 +190,13 @@ def cell_voxel_z(b, lo, hi, list_peak, peak_g, study_of, codes, masks, levels, s
     """SDM-Z at bit ``b`` of a cell from the peaks ``lo..hi-1`` of its list, with the reference's
     arithmetic (:func:`~daskmeta.stats._decision_jit.study_sums_z`; sums in peak order).
 
-    ``codes``/``masks`` are the list's records (:func:`build_cells`) as bytes and 32-bit words,
-    row ``i`` for list position ``i``."""
+    ``codes[i]`` are the codes of list position ``i``'s record by bit (:func:`build_cells`) and
+    ``masks[i]`` the bit mask of the voxels it reaches."""
     for s in range(sampling.shape[0]):
         tot[s] = 0.0
         wei[s] = 0.0
     for i in range(lo, hi):
-        if not (masks[i, 7] >> np.uint32(b)) & np.uint32(1):
+        if not (masks[i] >> np.uint32(b)) & np.uint32(1):
             continue
         p = list_peak[i]
         value = levels[codes[i, b]]
@@ -225,24 +207,24 @@ def cell_voxel_z(b, lo, hi, list_peak, peak_g, study_of, codes, masks, levels, s
 
 @_jit
 def classify_cell(cell, lo, hi, list_peak, peak_g, study_of, sampling, constant, ratio, zero_sum,
-                  z_pos, z_neg, tol, codes, masks, levels, cell_voxel, terms, shared, total,
-                  weighted, sum_dw, sum_wy, sum_wy2, y, tot, wei, pos, n_pos, neg, n_neg, best_pos,
-                  best_neg):
+                  z_pos, z_neg, tol, codes, masks, levels, cell_voxel, total, weighted, sum_dw,
+                  sum_wy, sum_wy2, y, tot, wei, pos, n_pos, neg, n_neg, best_pos, best_neg):
     """Recreate, pool and decide the voxels of one candidate cell.
 
     The peaks ``list_peak[lo:hi]`` (increasing, so study after study) reach the cell, with
-    records ``codes[lo:hi]``/``masks[lo:hi]`` (:func:`cell_voxel_z`). For each
-    study, a voxel one of its peaks reaches adds that peak's terms relative to a zero effect,
-    tabulated by kernel level (:func:`peak_terms`: ``T = 0 + K = K`` and ``W = 0 + K^2 g =
-    K^2 g`` exactly); a voxel several reach gathers ``T = sum K`` and ``W = sum K^2 g`` in peak
-    order, then adds its terms once, ``w - w_0 = -(c/a) W^2 / D``, ``w y = T W / D``, ``w y^2 =
-    W^2 / D`` with ``D = a T^2 + c W^2`` (one division). Each voxel's ``z`` and one-pass Q test
-    come from ``sum w = sum_s w_0,s + sum (w - w_0)`` and the other sums; where ``z`` lies beyond
-    its error bound from both thresholds and ``tau2 = 0`` is certain the fast decision stands,
-    otherwise :func:`cell_voxel_z` decides. Passing voxels are appended to ``pos``/``neg``.
+    records ``codes[lo:hi]``/``masks[lo:hi]`` (:func:`cell_voxel_z`). For each study, every
+    place of the cell gathers ``T = sum K`` and ``W = sum K^2 g`` over the study's peaks in peak
+    order (a place a peak does not reach adds ``0 x K``, exactly 0), then adds its DerSimonian-
+    Laird terms relative to a zero effect, ``w - w_0 = -(c/a) W^2 / D``, ``w y = T W / D``,
+    ``w y^2 = W^2 / D`` with ``D = a T^2 + c W^2`` (one division; a place the study does not
+    reach has ``T = W = 0`` and adds exact zeros). The loops run over all ``CELL^3`` places
+    without branches, which vectorizes them. Each voxel's ``z`` and one-pass Q test come from
+    ``sum w = sum_s w_0,s + sum (w - w_0)`` and the other sums; where ``z`` lies beyond its error
+    bound from both thresholds and ``tau2 = 0`` is certain the fast decision stands, otherwise
+    :func:`cell_voxel_z` decides. Passing voxels are appended to ``pos``/``neg``.
 
-    The local work arrays (``total``, ``weighted``, ``sum_*``: one entry per bit of a
-    cell) are zero on entry and left zero.
+    The local work arrays (``total``, ``weighted``, ``sum_*``: one entry per place of a cell)
+    are zero on entry and left zero.
 
     ``best_pos``/``best_neg`` are the largest and smallest exact z so far among passing voxels
     (the thresholds when none): a passing voxel whose fast z may exceed them (beyond its error
@@ -255,6 +237,7 @@ def classify_cell(cell, lo, hi, list_peak, peak_g, study_of, sampling, constant,
         :func:`cell_voxel_z`, and the new ``best_pos`` and ``best_neg``.
     """
     k = sampling.shape[0]
+    width = total.shape[0]
     reached = np.uint32(0)
     first = lo
     while first < hi:
@@ -262,46 +245,23 @@ def classify_cell(cell, lo, hi, list_peak, peak_g, study_of, sampling, constant,
         last = first
         while last < hi and study_of[list_peak[last]] == s:
             last += 1
-        once = np.uint32(0)  # voxels one or more of the study's peaks reach
-        twice = np.uint32(0)  # two or more
         for i in range(first, last):
-            bits = masks[i, 7]
-            twice |= once & bits
-            once |= bits
-        reached |= once
-        n_shared = 0
-        for i in range(first, last):
-            p = list_peak[i]
-            g = peak_g[p]
-            bits = masks[i, 7]
-            b = -1
-            while bits:
-                b += 1
-                bit = bits & np.uint32(1)
-                bits >>= np.uint32(1)
-                if not bit:
-                    continue
-                level = codes[i, b]
-                if not (twice >> np.uint32(b)) & np.uint32(1):
-                    sum_dw[b] -= terms[p, level, 0]
-                    sum_wy[b] += terms[p, level, 1]
-                    sum_wy2[b] += terms[p, level, 2]
-                else:
-                    value = levels[level]
-                    if total[b] == 0.0:
-                        shared[n_shared] = b
-                        n_shared += 1
-                    total[b] += value
-                    weighted[b] += value * value * g
+            g = peak_g[list_peak[i]]
+            bits = masks[i]
+            reached |= bits
+            for b in range(width):
+                value = levels[codes[i, b]] * np.float64((bits >> np.uint32(b)) & np.uint32(1))
+                total[b] += value
+                weighted[b] += value * value * g
         a = sampling[s]
         cc = constant[s]
         rr = ratio[s]
-        for j in range(n_shared):
-            b = shared[j]
+        for b in range(width):
             t = total[b]
             w_ = weighted[b]
             w2 = w_ * w_
-            inv = 1.0 / (a * (t * t) + cc * w2)
+            d = a * (t * t) + cc * w2
+            inv = 1.0 / (d if t > 0.0 else 1.0)  # T = 0: W = 0, every term 0
             x = w2 * inv
             sum_dw[b] -= rr * x
             sum_wy[b] += (t * w_) * inv
@@ -315,9 +275,6 @@ def classify_cell(cell, lo, hi, list_peak, peak_g, study_of, sampling, constant,
         reached &= reached - np.uint32(1)
         z, margin_z, unsure = fast_decision(zero_sum, sum_dw[b], sum_wy[b], sum_wy2[b], k, tol,
                                             z_pos, z_neg)
-        sum_dw[b] = 0.0
-        sum_wy[b] = 0.0
-        sum_wy2[b] = 0.0
         if unsure:
             z = cell_voxel_z(b, lo, hi, list_peak, peak_g, study_of, codes, masks, levels,
                              sampling, constant, y, tot, wei)
@@ -340,20 +297,37 @@ def classify_cell(cell, lo, hi, list_peak, peak_g, study_of, sampling, constant,
                 best_neg = min(best_neg, cell_voxel_z(b, lo, hi, list_peak, peak_g, study_of, codes,
                                                       masks, levels, sampling, constant, y, tot, wei))
                 n_exact += 1
+    for b in range(width):
+        sum_dw[b] = 0.0
+        sum_wy[b] = 0.0
+        sum_wy2[b] = 0.0
     return n_pos, n_neg, n_exact, best_pos, best_neg
 
 
 @_jit
-def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, tol, levels,
-                             cell_first, cell_id, cell_code, cell_record, cell_voxel,
-                             inv_tau, zero_tau, taus, widen, screen, padded_index, padded_lookup,
-                             offsets, largest, extremes, counts):
-    """Largest clusters of several randomizations of the bank null (see the module docstring).
+def cell_null_randomizations(centre, peak_base, cell_at, cell_bits, peak_g, study_of, sampling,
+                             constant, z_pos, z_neg, tol, levels, cell_first, cell_id, cell_code,
+                             record64, cell_voxel, inv_tau, zero_tau, taus, widen, screen,
+                             padded_index, padded_lookup, offsets, gathered, codes, masks, largest,
+                             extremes, counts):
+    """Largest clusters of several randomizations of a cell null (see the module docstring).
+
+    Each peak belongs to a *group* of entries, one per cell it reaches, with records of the
+    kernel's codes by place in the cell: the bank null's group is the peak's bank centre (entries
+    of :func:`build_cells`, cells numbered directly), the isotropic null's the peak's place in
+    its own cell (entries of :func:`~daskmeta.null.cells.relative_cells`, cells as offsets on a
+    padded grid of cells from the peak's cell). Peak ``p`` of randomization ``b`` reaches, for
+    each entry ``m`` of group ``centre[b, p]``, cell ``cell_at[peak_base[b, p] + cell_id[m]]``
+    (none where it is ``n_cells``), at the places ``record``'s bit mask and ``cell_bits[cell]`` share.
 
     Parameters
     ----------
-    centre : ndarray of int64, shape (n_randomizations, n_peaks)
-        Each randomization's bank centres (rows of the bank), peaks study after study.
+    centre, peak_base : ndarray of int64, shape (n_randomizations, n_peaks)
+        Each randomization's group and base of every peak, peaks study after study.
+    cell_at : ndarray of int64
+        Cell of each base + offset (``n_cells``: none).
+    cell_bits : ndarray of uint32, shape (n_cells,)
+        The places of each cell in the mask.
     peak_g : ndarray of float64, shape (n_peaks,)
     study_of : ndarray of int64, shape (n_peaks,)
         Non-decreasing.
@@ -363,10 +337,13 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
         The thresholds (``z_neg < 0 < z_pos``).
     tol : float
         Relative factor of the error bounds (``1e-12 (k + 4)``).
-    levels : ndarray of float64, shape (256,)
+    levels : ndarray of float64
         Kernel of each code.
-    cell_first, cell_id, cell_code, cell_record
-        :func:`build_cells`.
+    cell_first, cell_id, cell_code
+        Each group's entries, their cells (offsets) and smallest codes.
+    record64 : ndarray of uint64, shape (n_entries, n_words)
+        Each entry's record: its codes by place, and its bit mask of places in the record's
+        last 32 bits.
     cell_voxel : ndarray of int64, shape (n_cells, CELL^3)
         Voxel-vector position of each bit of each cell (-1 outside the mask).
     inv_tau, zero_tau, taus, widen
@@ -375,6 +352,11 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
         False: every cell is a candidate (the computation without the screen, for checks).
     padded_index, padded_lookup, offsets
         The mask's 26-neighbourhood (:class:`~daskmeta.null.cluster_extent.Neighbourhood`).
+    gathered : ndarray of uint64, shape (>= n_peaks x most entries of a group, n_words)
+        Work array: the candidate cells' records in list order; ``codes`` is a view of it by
+        code and ``masks`` its column of bit masks.
+    codes, masks : ndarray
+        Views of ``gathered``.
     largest : ndarray of int64, shape (2, n_randomizations)
         The largest positive and negative cluster of each randomization (written).
     extremes : ndarray of float64, shape (2, n_randomizations)
@@ -387,21 +369,18 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
     n_voxels = padded_index.shape[0]
     n_cells, width = cell_voxel.shape
     k = sampling.shape[0]
-    n_peaks = centre.shape[1]
+    n_words = record64.shape[1]
     ratio = np.empty(k)
     zero_sum = 0.0
     for s in range(k):
         ratio[s] = constant[s] / sampling[s]
         zero_sum += 1.0 / sampling[s]
-    terms = np.empty((n_peaks, levels.shape[0], 3))
-    peak_terms(levels, peak_g, study_of, sampling, constant, ratio, terms)
-    candidate = np.ones(n_cells, np.uint8)
-    most = 0  # list entries: at most every peak's cells
-    for c in range(cell_first.shape[0] - 1):
-        most = max(most, cell_first[c + 1] - cell_first[c])
-    longest = most * n_peaks
-    work = np.zeros((2, n_cells))
-    touched = np.empty(n_cells, np.int64)
+    candidate = np.ones(n_cells + 1, np.uint8)
+    candidate[n_cells] = 0
+    longest = gathered.shape[0]
+    work = np.zeros((2, n_cells + 1))
+    seen = np.zeros(n_cells + 1, np.int64)
+    touched = np.empty(n_cells + 1, np.int64)
     record = np.empty((longest, 2), np.int64)
     record_value = np.empty((longest, 2))
     sums = np.zeros((5, n_cells))
@@ -409,12 +388,8 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
     list_first = np.empty(n_cells + 1, np.int64)
     list_peak = np.empty(longest, np.int64)
     list_entry = np.empty(longest, np.int64)
-    scratch = np.empty((longest, 2), np.int64)
-    gathered = np.empty((longest, 4), np.uint64)  # the candidate cells' records, in list order
-    gathered8 = gathered.view(np.uint8)
-    gathered32 = gathered.view(np.uint32)
-    record64 = cell_record.view(np.uint64)
-    shared = np.empty(width, np.int64)
+    list_cell = np.empty(longest, np.int64)
+    scratch = np.empty((longest + 1, 3), np.int64)
     total = np.zeros(width)
     weighted = np.zeros(width)
     sum_dw = np.zeros(width)
@@ -430,18 +405,19 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
     size = np.empty(n_voxels, np.int64)
     for b in range(centre.shape[0]):
         if screen:
-            counts[0, b] = screen_cells(centre[b], peak_g, study_of, sampling, constant, z_pos, z_neg,
-                                        cell_first, cell_id, cell_code, levels, inv_tau, zero_tau,
-                                        taus, widen, work, touched, record, record_value, sums,
-                                        grid, candidate)
+            counts[0, b] = screen_cells(centre[b], peak_base[b], cell_at, peak_g, study_of, sampling,
+                                        constant, z_pos, z_neg, cell_first, cell_id, cell_code,
+                                        levels, inv_tau, zero_tau, taus, widen, work, seen, touched,
+                                        record, record_value, sums, grid, candidate)
         else:
             counts[0, b] = n_cells
-        cell_lists(centre[b], cell_first, cell_id, candidate, list_first, list_peak, list_entry,
-                   scratch)
+        cell_lists(centre[b], peak_base[b], cell_at, cell_first, cell_id, candidate, list_first,
+                   list_peak, list_entry, list_cell, scratch)
         for i in range(list_first[n_cells]):  # independent loads: many cache misses in flight
             m = list_entry[i]
-            for w in range(4):
+            for w in range(n_words):
                 gathered[i, w] = record64[m, w]
+            masks[i] &= cell_bits[list_cell[i]]
         n_pos = 0
         n_neg = 0
         n_exact = 0
@@ -454,8 +430,8 @@ def bank_null_randomizations(centre, peak_g, study_of, sampling, constant, z_pos
                 continue
             n_pos, n_neg, done, best_pos, best_neg = classify_cell(
                 cell, lo, hi, list_peak, peak_g, study_of, sampling, constant, ratio, zero_sum,
-                z_pos, z_neg, tol, gathered8, gathered32, levels, cell_voxel,
-                terms, shared, total, weighted, sum_dw, sum_wy, sum_wy2, y, tot, wei, pos, n_pos,
+                z_pos, z_neg, tol, codes, masks, levels, cell_voxel,
+                total, weighted, sum_dw, sum_wy, sum_wy2, y, tot, wei, pos, n_pos,
                 neg, n_neg, best_pos, best_neg)
             n_exact += done
         counts[1, b] = n_exact

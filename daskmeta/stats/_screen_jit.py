@@ -34,9 +34,9 @@ def screen_b(u, a, c):
 
 
 @_jit
-def screen_cells(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, cell_first, cell_id,
-                 cell_code, levels, inv_tau, zero_tau, taus, widen, work, touched, record,
-                 record_value, sums, grid, candidate):
+def screen_cells(centre, peak_base, cell_at, peak_g, study_of, sampling, constant, z_pos, z_neg,
+                 cell_first, cell_id, cell_code, levels, inv_tau, zero_tau, taus, widen, work,
+                 seen, touched, record, record_value, sums, grid, candidate):
     """Flag the coarse cells where some voxel's SDM-Z may pass ``z >= z_pos`` or ``z <= z_neg``.
 
     A study's effect at a voxel, ``y = sum K^2 g / sum K`` over the peaks that reach it, is a
@@ -55,10 +55,13 @@ def screen_cells(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, cel
 
     Parameters
     ----------
-    centre, peak_g, study_of, sampling, constant, z_pos, z_neg
-        As in :func:`bank_null_randomizations`.
+    centre, peak_base, cell_at, peak_g, study_of, sampling, constant, z_pos, z_neg
+        As in :func:`~daskmeta.stats._bank_null_jit.cell_null_randomizations`: peak ``p``
+        reaches, for each entry ``m`` of its group ``centre[p]``, the cell
+        ``cell_at[peak_base[p] + cell_id[m]]`` (none where that is ``n_cells``: a dummy cell,
+        which keeps the loop over entries free of branches).
     cell_first, cell_id, cell_code
-        :func:`build_cells`.
+        The entries of each group, their cells (or cell offsets) and smallest codes.
     levels : ndarray of float64
         Kernel of each code.
     inv_tau : ndarray of float64, shape (n_studies, n_grid)
@@ -68,9 +71,11 @@ def screen_cells(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, cel
     taus, widen : ndarray of float64, shape (n_grid,)
         The grid (``taus[0] = 0``) and the bound's largest squared growth from each point to
         the next (:func:`~daskmeta.null.cells.tau_grid`).
-    work : ndarray of float64, shape (2, n_cells)
+    work : ndarray of float64, shape (2, n_cells + 1)
         Work array, all zero on entry (left so).
-    touched : ndarray of int64, shape (n_cells,)
+    seen : ndarray of int64, shape (n_cells + 1,)
+        Work array, all zero on entry (left so).
+    touched : ndarray of int64, shape (n_cells + 1,)
         Work array.
     record : ndarray of int64, shape (>= n_peaks x largest patch in cells, 2)
         Work array.
@@ -80,8 +85,8 @@ def screen_cells(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, cel
         Work array, all zero on entry (left so).
     grid : ndarray of float64, shape (n_cells, n_grid, 3)
         Work array.
-    candidate : ndarray of uint8, shape (n_cells,)
-        Written: 1 for a candidate cell, else 0.
+    candidate : ndarray of uint8, shape (n_cells + 1,)
+        Written: 1 for a candidate cell, else 0 (0 for the dummy cell).
 
     Returns
     -------
@@ -89,7 +94,7 @@ def screen_cells(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, cel
         The number of candidate cells.
     """
     k = sampling.shape[0]
-    n_cells = candidate.shape[0]
+    n_cells = candidate.shape[0] - 1
     n_grid = zero_tau.shape[0]
     alpha = sampling[0]
     for s in range(k):
@@ -116,16 +121,15 @@ def screen_cells(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, cel
             if g == 0.0:
                 continue
             c = centre[p]
+            base = peak_base[p]
             side = upper if g > 0.0 else lower
             size = abs(g)
-            for m in range(cell_first[c], cell_first[c + 1]):
-                cell = cell_id[m]
-                value = levels[cell_code[m]] * size
-                if upper[cell] == 0.0 and lower[cell] == 0.0:
-                    touched[n_touched] = cell
-                    n_touched += 1
-                if value > side[cell]:
-                    side[cell] = value
+            for m in range(cell_first[c], cell_first[c + 1]):  # no branches
+                cell = cell_at[base + cell_id[m]]
+                touched[n_touched] = cell
+                n_touched += 1 - seen[cell]
+                seen[cell] = 1
+                side[cell] = max(side[cell], levels[cell_code[m]] * size)
         a = sampling[s]
         cc = constant[s]
         for t in range(n_touched):
@@ -134,6 +138,9 @@ def screen_cells(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, cel
             lo = lower[cell]
             upper[cell] = 0.0
             lower[cell] = 0.0
+            seen[cell] = 0
+            if cell == n_cells:
+                continue
             m_ = max(u, lo)
             cm2 = cc * (m_ * m_)
             d_sum[cell] += cm2 / (a * (a + cm2))
@@ -214,6 +221,7 @@ def screen_cells(centre, peak_g, study_of, sampling, constant, z_pos, z_neg, cel
                     flag = 1
                     break
             candidate[cell] = flag
+    candidate[n_cells] = 0
     n_candidates = 0
     for cell in range(n_cells):
         n_candidates += candidate[cell]
