@@ -241,9 +241,9 @@ def _screen_one_cell(u_code, g, study_of, sampling, constant, thresholds):
     jit.screen_cells(np.arange(n), np.zeros(n, np.int64), np.zeros(1, np.int64), g, study_of,
                      sampling, constant, *thresholds,
                      np.arange(n + 1), np.zeros(n, np.int32), np.asarray(u_code, np.uint8), levels,
-                     inv_tau, inv_tau.sum(0), taus, growth, np.zeros((2, 2)), np.zeros(2, np.int64),
-                     np.empty(2, np.int64), np.empty((n, 2), np.int64), np.empty((n, 2)),
-                     np.zeros((5, 2)), np.empty((1, len(taus), 3)), candidate)
+                     inv_tau, inv_tau.sum(0), taus, growth, np.zeros((2, 8)), np.empty(2, np.int64),
+                     np.empty((n, 2), np.int64), np.empty((n, 2)), np.empty((1, len(taus), 3)),
+                     candidate)
     return bool(candidate[0]), levels
 
 

@@ -233,7 +233,7 @@ def relative_cells(mask_name: str, fwhm: float) -> tuple[CellTables, NDArray[np.
     block = np.zeros((cells.voxel.shape[0], 3), np.int64)
     block[cells.cell_of] = ijk // CELL
     shape = tuple(int(n) for n in block.max(0) + 1 + 2 * pad)
-    cell_at = np.full(shape, len(block), np.int64)  # n_cells: no cell
+    cell_at = np.full(shape, len(block), np.int32)  # n_cells: no cell
     cell_at[tuple((block + pad).T)] = np.arange(len(block))
     flat_offset = np.ravel_multi_index((offsets + pad).T, shape) - np.ravel_multi_index((pad,) * 3, shape)
     counts, ids, codes, records = [], [], [], []
@@ -258,7 +258,7 @@ def relative_cells(mask_name: str, fwhm: float) -> tuple[CellTables, NDArray[np.
         records.append(record)
     first = np.zeros(CELL**3 + 1, np.int64)
     np.cumsum(counts, out=first[1:])
-    tables = CellTables(first, np.concatenate(ids).astype(np.int64), np.concatenate(codes),
+    tables = CellTables(first, np.concatenate(ids).astype(np.int32), np.concatenate(codes),
                         np.concatenate(records), levels, cell_at.ravel(), cell_bits(mask_name))
     base = np.ravel_multi_index((ijk // CELL + pad).T, shape).astype(np.int64)
     return tables, base

@@ -412,7 +412,7 @@ def bank_tables(mask_name: str, fwhm: float, anisotropy: float, beta: float) -> 
     return CellTables(np.asarray(cells.cell_first), np.asarray(cells.cell_id),
                       np.asarray(cells.cell_code), np.asarray(cells.cell_record),
                       np.asarray(kernel_bank(mask_name, fwhm, anisotropy, beta).levels),
-                      np.arange(n_cells, dtype=np.int64), cell_bits(mask_name))
+                      np.arange(n_cells, dtype=np.int32), cell_bits(mask_name))
 
 
 def screen_candidates(centre: NDArray[np.int64], g: NDArray[np.float64], study_of: NDArray[np.int64],
@@ -445,7 +445,6 @@ def screen_candidates(centre: NDArray[np.int64], g: NDArray[np.float64], study_o
         np.asarray(centre, np.int64), np.zeros(len(g), np.int64), tables.cell_at, g, study_of,
         sampling, constant, float(thresholds[0]), float(thresholds[1]), tables.cell_first,
         tables.cell_id, tables.cell_code, tables.levels, inv_tau, inv_tau.sum(0), taus, growth,
-        np.zeros((2, n_cells + 1)), np.zeros(n_cells + 1, np.int64), np.empty(n_cells + 1, np.int64),
-        np.empty((longest, 2), np.int64), np.empty((longest, 2)), np.zeros((5, n_cells + 1)),
-        np.empty((n_cells, len(taus), 3)), candidate)
+        np.zeros((n_cells + 1, 8)), np.empty(n_cells + 1, np.int64), np.empty((longest, 2), np.int64),
+        np.empty((longest, 2)), np.empty((n_cells, len(taus), 3)), candidate)
     return candidate[:n_cells]

@@ -206,9 +206,43 @@ def cell_voxel_z(b, lo, hi, list_peak, peak_g, study_of, codes, masks, levels, s
 
 
 @_jit
+def place_terms(total, weighted, sum_dw, sum_wy, sum_wy2, a, cc, rr):
+    """Add one study's terms relative to a zero effect at every place of a cell, from its
+    ``T = total`` and ``W = weighted`` (zeroed on return): ``w - w_0 = -(c/a) W^2 / D``,
+    ``w y = T W / D``, ``w y^2 = W^2 / D``, ``D = a T^2 + c W^2``; a place the study does not
+    reach (``T = W = 0``) adds exact zeros. A loop of its own, free of branches, so that the
+    compiler vectorizes its divisions."""
+    for b in range(total.shape[0]):
+        t = total[b]
+        w_ = weighted[b]
+        w2 = w_ * w_
+        d = a * (t * t) + cc * w2
+        inv = 1.0 / (d if t > 0.0 else 1.0)
+        x = w2 * inv
+        sum_dw[b] -= rr * x
+        sum_wy[b] += (t * w_) * inv
+        sum_wy2[b] += x
+        total[b] = 0.0
+        weighted[b] = 0.0
+
+
+@_jit
+def place_decisions(zero_sum, sum_dw, sum_wy, sum_wy2, k, tol, z_pos, z_neg, z, margin, unsure):
+    """:func:`~daskmeta.stats._decision_jit.fast_decision` at every place of a cell (the same
+    expressions, vectorized), into ``z``, ``margin`` and ``unsure``; the sums are zeroed."""
+    for b in range(sum_dw.shape[0]):
+        z[b], margin[b], unsure[b] = fast_decision(zero_sum, sum_dw[b], sum_wy[b], sum_wy2[b], k,
+                                                   tol, z_pos, z_neg)
+        sum_dw[b] = 0.0
+        sum_wy[b] = 0.0
+        sum_wy2[b] = 0.0
+
+
+@_jit
 def classify_cell(cell, lo, hi, list_peak, peak_g, study_of, sampling, constant, ratio, zero_sum,
                   z_pos, z_neg, tol, codes, masks, levels, cell_voxel, total, weighted, sum_dw,
-                  sum_wy, sum_wy2, y, tot, wei, pos, n_pos, neg, n_neg, best_pos, best_neg):
+                  sum_wy, sum_wy2, fast_z, margin, unsure, y, tot, wei, pos, n_pos, neg, n_neg,
+                  best_pos, best_neg):
     """Recreate, pool and decide the voxels of one candidate cell.
 
     The peaks ``list_peak[lo:hi]`` (increasing, so study after study) reach the cell, with
@@ -253,36 +287,23 @@ def classify_cell(cell, lo, hi, list_peak, peak_g, study_of, sampling, constant,
                 value = levels[codes[i, b]] * np.float64((bits >> np.uint32(b)) & np.uint32(1))
                 total[b] += value
                 weighted[b] += value * value * g
-        a = sampling[s]
-        cc = constant[s]
-        rr = ratio[s]
-        for b in range(width):
-            t = total[b]
-            w_ = weighted[b]
-            w2 = w_ * w_
-            d = a * (t * t) + cc * w2
-            inv = 1.0 / (d if t > 0.0 else 1.0)  # T = 0: W = 0, every term 0
-            x = w2 * inv
-            sum_dw[b] -= rr * x
-            sum_wy[b] += (t * w_) * inv
-            sum_wy2[b] += x
-            total[b] = 0.0
-            weighted[b] = 0.0
+        place_terms(total, weighted, sum_dw, sum_wy, sum_wy2, sampling[s], constant[s], ratio[s])
         first = last
+    place_decisions(zero_sum, sum_dw, sum_wy, sum_wy2, k, tol, z_pos, z_neg, fast_z, margin, unsure)
     n_exact = 0
     while reached:
         b = lowest_bit(reached)
         reached &= reached - np.uint32(1)
-        z, margin_z, unsure = fast_decision(zero_sum, sum_dw[b], sum_wy[b], sum_wy2[b], k, tol,
-                                            z_pos, z_neg)
-        if unsure:
+        z = fast_z[b]
+        margin_z = margin[b]
+        if unsure[b]:
             z = cell_voxel_z(b, lo, hi, list_peak, peak_g, study_of, codes, masks, levels,
                              sampling, constant, y, tot, wei)
             n_exact += 1
         if z >= z_pos:
             pos[n_pos] = cell_voxel[cell, b]
             n_pos += 1
-            if unsure:
+            if unsure[b]:
                 best_pos = max(best_pos, z)
             elif z + margin_z > best_pos:  # may be the largest: its exact z
                 best_pos = max(best_pos, cell_voxel_z(b, lo, hi, list_peak, peak_g, study_of, codes,
@@ -291,16 +312,12 @@ def classify_cell(cell, lo, hi, list_peak, peak_g, study_of, sampling, constant,
         if z <= z_neg:
             neg[n_neg] = cell_voxel[cell, b]
             n_neg += 1
-            if unsure:
+            if unsure[b]:
                 best_neg = min(best_neg, z)
             elif z - margin_z < best_neg:
                 best_neg = min(best_neg, cell_voxel_z(b, lo, hi, list_peak, peak_g, study_of, codes,
                                                       masks, levels, sampling, constant, y, tot, wei))
                 n_exact += 1
-    for b in range(width):
-        sum_dw[b] = 0.0
-        sum_wy[b] = 0.0
-        sum_wy2[b] = 0.0
     return n_pos, n_neg, n_exact, best_pos, best_neg
 
 
@@ -378,12 +395,10 @@ def cell_null_randomizations(centre, peak_base, cell_at, cell_bits, peak_g, stud
     candidate = np.ones(n_cells + 1, np.uint8)
     candidate[n_cells] = 0
     longest = gathered.shape[0]
-    work = np.zeros((2, n_cells + 1))
-    seen = np.zeros(n_cells + 1, np.int64)
+    cellwork = np.zeros((n_cells + 1, 8))
     touched = np.empty(n_cells + 1, np.int64)
     record = np.empty((longest, 2), np.int64)
     record_value = np.empty((longest, 2))
-    sums = np.zeros((5, n_cells))
     grid = np.empty((n_cells, zero_tau.shape[0], 3))
     list_first = np.empty(n_cells + 1, np.int64)
     list_peak = np.empty(longest, np.int64)
@@ -395,6 +410,9 @@ def cell_null_randomizations(centre, peak_base, cell_at, cell_bits, peak_g, stud
     sum_dw = np.zeros(width)
     sum_wy = np.zeros(width)
     sum_wy2 = np.zeros(width)
+    fast_z = np.empty(width)
+    margin = np.empty(width)
+    unsure = np.empty(width, np.bool_)
     y = np.empty(k)
     tot = np.empty(k)
     wei = np.empty(k)
@@ -407,8 +425,8 @@ def cell_null_randomizations(centre, peak_base, cell_at, cell_bits, peak_g, stud
         if screen:
             counts[0, b] = screen_cells(centre[b], peak_base[b], cell_at, peak_g, study_of, sampling,
                                         constant, z_pos, z_neg, cell_first, cell_id, cell_code,
-                                        levels, inv_tau, zero_tau, taus, widen, work, seen, touched,
-                                        record, record_value, sums, grid, candidate)
+                                        levels, inv_tau, zero_tau, taus, widen, cellwork, touched,
+                                        record, record_value, grid, candidate)
         else:
             counts[0, b] = n_cells
         cell_lists(centre[b], peak_base[b], cell_at, cell_first, cell_id, candidate, list_first,
@@ -431,7 +449,7 @@ def cell_null_randomizations(centre, peak_base, cell_at, cell_bits, peak_g, stud
             n_pos, n_neg, done, best_pos, best_neg = classify_cell(
                 cell, lo, hi, list_peak, peak_g, study_of, sampling, constant, ratio, zero_sum,
                 z_pos, z_neg, tol, codes, masks, levels, cell_voxel,
-                total, weighted, sum_dw, sum_wy, sum_wy2, y, tot, wei, pos, n_pos,
+                total, weighted, sum_dw, sum_wy, sum_wy2, fast_z, margin, unsure, y, tot, wei, pos, n_pos,
                 neg, n_neg, best_pos, best_neg)
             n_exact += done
         counts[1, b] = n_exact

@@ -34,9 +34,22 @@ def screen_b(u, a, c):
 
 
 @_jit
+def screen_ratio(u, m_, inv_m, a, c, root, half_root):
+    """``u / b`` and ``b`` of :func:`screen_b`, mostly without a division: with ``root =
+    sqrt(a c)``, ``half_root = 1 / (2 root)`` (the ratio where ``c u^2 > a``) and ``inv_m = 1 / (a
+    + c m^2)`` (the ratio's denominator where ``u = m``). Equal to ``u / screen_b(u, a, c)`` to
+    within a few units in the last place, far inside the screen's margin."""
+    cu2 = c * (u * u)
+    if cu2 > a:
+        return half_root, 2.0 * u * root
+    b = a + cu2
+    return (u * inv_m if u == m_ else u / b), b
+
+
+@_jit
 def screen_cells(centre, peak_base, cell_at, peak_g, study_of, sampling, constant, z_pos, z_neg,
-                 cell_first, cell_id, cell_code, levels, inv_tau, zero_tau, taus, widen, work,
-                 seen, touched, record, record_value, sums, grid, candidate):
+                 cell_first, cell_id, cell_code, levels, inv_tau, zero_tau, taus, widen, cellwork,
+                 touched, record, record_value, grid, candidate):
     """Flag the coarse cells where some voxel's SDM-Z may pass ``z >= z_pos`` or ``z <= z_neg``.
 
     A study's effect at a voxel, ``y = sum K^2 g / sum K`` over the peaks that reach it, is a
@@ -71,18 +84,15 @@ def screen_cells(centre, peak_base, cell_at, peak_g, study_of, sampling, constan
     taus, widen : ndarray of float64, shape (n_grid,)
         The grid (``taus[0] = 0``) and the bound's largest squared growth from each point to
         the next (:func:`~daskmeta.null.cells.tau_grid`).
-    work : ndarray of float64, shape (2, n_cells + 1)
-        Work array, all zero on entry (left so).
-    seen : ndarray of int64, shape (n_cells + 1,)
-        Work array, all zero on entry (left so).
+    cellwork : ndarray of float64, shape (n_cells + 1, 8)
+        Work array, all zero on entry (left so): per cell, one cache line of the study at hand's
+        ``u_s`` and ``l_s``, whether it reached the cell, and the sums of the bound.
     touched : ndarray of int64, shape (n_cells + 1,)
         Work array.
     record : ndarray of int64, shape (>= n_peaks x largest patch in cells, 2)
         Work array.
     record_value : ndarray of float64, shape (as ``record``)
         Work array.
-    sums : ndarray of float64, shape (5, n_cells)
-        Work array, all zero on entry (left so).
     grid : ndarray of float64, shape (n_cells, n_grid, 3)
         Work array.
     candidate : ndarray of uint8, shape (n_cells + 1,)
@@ -99,13 +109,10 @@ def screen_cells(centre, peak_base, cell_at, peak_g, study_of, sampling, constan
     alpha = sampling[0]
     for s in range(k):
         alpha = min(alpha, sampling[s])
-    upper = work[0]  # u_s of the study at hand, per cell
-    lower = work[1]  # l_s
-    p_sum = sums[0]  # N(0), positive direction
-    m_sum = sums[1]  # N(0), negative direction
-    d_sum = sums[2]  # sum over the studies reaching the cell of 1 / a_s - 1 / (a_s + c_s M_s^2)
-    a_pos = sums[3]  # A of each direction
-    a_neg = sums[4]
+    # columns of cellwork: 0 u_s of the study at hand, 1 l_s, 2 whether it reached the cell,
+    # 3 N(0) of the positive direction, 4 of the negative one, 5 the sum over the studies
+    # reaching the cell of 1 / a_s - 1 / (a_s + c_s M_s^2), 6 A of the positive direction, 7 of
+    # the negative one
     # each study's bounds per cell (one study at a time), recorded as (cell, study), (u_s, l_s)
     n_records = 0
     first = 0
@@ -122,36 +129,40 @@ def screen_cells(centre, peak_base, cell_at, peak_g, study_of, sampling, constan
                 continue
             c = centre[p]
             base = peak_base[p]
-            side = upper if g > 0.0 else lower
+            side = 0 if g > 0.0 else 1
             size = abs(g)
             for m in range(cell_first[c], cell_first[c + 1]):  # no branches
                 cell = cell_at[base + cell_id[m]]
                 touched[n_touched] = cell
-                n_touched += 1 - seen[cell]
-                seen[cell] = 1
-                side[cell] = max(side[cell], levels[cell_code[m]] * size)
+                n_touched += 1 - np.int64(cellwork[cell, 2])
+                cellwork[cell, 2] = 1.0
+                cellwork[cell, side] = max(cellwork[cell, side], levels[cell_code[m]] * size)
         a = sampling[s]
         cc = constant[s]
+        inv_a = 1.0 / a
+        root = np.sqrt(a * cc)
+        half_root = 0.5 / root if cc > 0.0 else 0.0
         for t in range(n_touched):
             cell = touched[t]
-            u = upper[cell]
-            lo = lower[cell]
-            upper[cell] = 0.0
-            lower[cell] = 0.0
-            seen[cell] = 0
+            u = cellwork[cell, 0]
+            lo = cellwork[cell, 1]
+            cellwork[cell, 0] = 0.0
+            cellwork[cell, 1] = 0.0
+            cellwork[cell, 2] = 0.0
             if cell == n_cells:
                 continue
             m_ = max(u, lo)
             cm2 = cc * (m_ * m_)
-            d_sum[cell] += cm2 / (a * (a + cm2))
+            inv_m = 1.0 / (a + cm2)
+            cellwork[cell, 5] += cm2 * inv_m * inv_a
             if u > 0.0:
-                b = screen_b(u, a, cc)
-                p_sum[cell] += u / b
-                a_pos[cell] = max(a_pos[cell], b)
+                ratio, b = screen_ratio(u, m_, inv_m, a, cc, root, half_root)
+                cellwork[cell, 3] += ratio
+                cellwork[cell, 6] = max(cellwork[cell, 6], b)
             if lo > 0.0:
-                b = screen_b(lo, a, cc)
-                m_sum[cell] += lo / b
-                a_neg[cell] = max(a_neg[cell], b)
+                ratio, b = screen_ratio(lo, m_, inv_m, a, cc, root, half_root)
+                cellwork[cell, 4] += ratio
+                cellwork[cell, 7] = max(cellwork[cell, 7], b)
             record[n_records, 0] = cell
             record[n_records, 1] = s
             record_value[n_records, 0] = u
@@ -164,23 +175,23 @@ def screen_cells(centre, peak_base, cell_at, peak_g, study_of, sampling, constan
     room = 1.0 + 1e-6
     n_open = 0
     for cell in range(n_cells):
-        pp = p_sum[cell]
-        mm = m_sum[cell]
+        pp = cellwork[cell, 3]
+        mm = cellwork[cell, 4]
         flag = 0
         if pp > 0.0 or mm > 0.0:
-            d0 = zero_tau[0] - d_sum[cell]
+            d0 = zero_tau[0] - cellwork[cell, 5]
             if pp * pp * widen[0] * room >= pos2 * d0 or mm * mm * widen[0] * room >= neg2 * d0:
                 flag = 1
             else:
-                top = a_pos[cell]
+                top = cellwork[cell, 6]
                 grow_pos = top * top / (4.0 * alpha * (top - alpha)) if top > 2.0 * alpha else 1.0
-                top = a_neg[cell]
+                top = cellwork[cell, 7]
                 grow_neg = top * top / (4.0 * alpha * (top - alpha)) if top > 2.0 * alpha else 1.0
                 if pp * pp * grow_pos * room >= pos2 * d0 or mm * mm * grow_neg * room >= neg2 * d0:
                     flag = 2  # open: the grid decides
         candidate[cell] = flag
-        for f in range(5):
-            sums[f, cell] = 0.0
+        for f in range(3, 8):
+            cellwork[cell, f] = 0.0
     for cell in range(n_cells):
         if candidate[cell] == 2:
             touched[cell] = n_open
