@@ -5,10 +5,12 @@ and the cluster-extent null (:mod:`daskmeta.stats._paste_jit`) pool with these; 
 by :mod:`daskmeta.stats.sdm_model`, whose :func:`~daskmeta.stats.sdm_model.pooled_z` runs
 :func:`pooled_maps`.
 
-Everything here is compiled with ``numba.njit(cache=True, error_model="numpy", nogil=True)``,
-single-threaded (parallelism comes from Dask workers), with IEEE semantics (no fastmath, so
-no reassociation or FMA contraction: the sums are the sequential study-by-study sums of
-:func:`daskmeta.stats.random_effects._pool_core`, bit for bit). Arrays in, arrays out.
+Everything here is compiled with ``numba.njit(cache=True, error_model="numpy", nogil=True)``
+(:func:`_jit`; the on-disk cache is keyed by the source of every kernel module, since a kernel
+inlines the kernels it calls from other modules), single-threaded (parallelism comes from Dask
+workers), with IEEE semantics (no fastmath, so no reassociation or FMA contraction: the sums
+are the sequential study-by-study sums of :func:`daskmeta.stats.random_effects._pool_core`, bit
+for bit). Arrays in, arrays out.
 
 Pooling keeps four running sums per voxel (``sum w``, ``sum w y``, ``sum w y^2``, ``sum w^2``)
 with ``w = 1 / (a_s + c_s y^2)``: only the effect is read. :func:`finish` decides ``tau2 = 0``
@@ -31,6 +33,9 @@ DerSimonian R, Laird N (1986). Control Clin Trials 7:177-188 (the pooling).
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numba
 import numpy as np
 
@@ -50,13 +55,38 @@ BIN_SHIFT = 15001
 Q_MARGIN = 1e-9
 
 
+def kernel_digest(folder: Path | None = None) -> str:
+    """SHA-256 of the names and sources of every kernel module (``_*_jit.py``) in ``folder``
+    (this package's by default)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder or Path(__file__).parent).glob("_*_jit.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+#: :func:`kernel_digest` of this package, part of every kernel's cache stamp.
+KERNEL_DIGEST = kernel_digest()
+
+
 def _jit(function):
-    """``njit`` with an on-disk cache; without a writable cache directory, compile per process."""
+    """``njit`` with an on-disk cache; without a writable cache directory, compile per process.
+
+    Numba keys a function's cache by its own module's source only, but a kernel inlines the
+    kernels it calls, often from other modules: after a change to those, its cached machine
+    code would be stale. The cache stamp therefore also holds :data:`KERNEL_DIGEST`, so any
+    change to any kernel module recompiles every kernel.
+    """
     options = {"error_model": "numpy", "nogil": True}
     try:
-        return numba.njit(cache=True, **options)(function)
+        dispatcher = numba.njit(cache=True, **options)(function)
     except RuntimeError:  # numba found no writable cache locator
         return numba.njit(**options)(function)
+    cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+    if cache_file is not None and hasattr(cache_file, "_source_stamp"):
+        cache_file._source_stamp = (cache_file._source_stamp, KERNEL_DIGEST)
+    else:  # a Numba whose cache this cannot stamp: compile per process rather than risk stale code
+        dispatcher = numba.njit(**options)(function)
+    return dispatcher
 
 
 @_jit
