@@ -91,7 +91,7 @@ def test_bank_patches_are_the_recreation_kernel(bank):
 
 
 def test_patch_kernel_lookup_equals_patch(bank):
-    from daskmeta.stats._bank_null_jit import patch_kernel
+    from daskmeta.stats._cell_null_jit import patch_kernel
 
     arrays = [np.asarray(a) for a in bank[1:]]
     for row in (3, 1000, 4000):

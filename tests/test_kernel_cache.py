@@ -8,7 +8,7 @@ each kernel's cache stamp, so a change to any of them recompiles every kernel.
 
 from __future__ import annotations
 
-from daskmeta.stats import _bank_null_jit, _pooling_jit, _screen_jit
+from daskmeta.stats import _cell_null_jit, _pooling_jit, _screen_jit
 from daskmeta.stats._pooling_jit import KERNEL_DIGEST, kernel_digest
 
 
@@ -28,7 +28,7 @@ def test_kernel_digest_follows_every_kernel_module(tmp_path):
 
 
 def test_every_kernel_cache_stamp_holds_the_digest():
-    for kernel in (_bank_null_jit.cell_null_randomizations, _screen_jit.screen_cells,
+    for kernel in (_cell_null_jit.cell_null_randomizations, _screen_jit.screen_cells,
                    _pooling_jit.finish):
         stamp = kernel._cache._cache_file._source_stamp
         assert stamp[1] == KERNEL_DIGEST

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from daskmeta.model.grid import load_mask
+from daskmeta.stats.peak_kernel import isotropic_offsets
 
 __all__ = [
     "CELL",
@@ -47,7 +48,7 @@ SCREEN_WIDEN = 1.1
 
 
 class CellBank(NamedTuple):
-    """The bank's kernels cell-major (:func:`daskmeta.stats._bank_null_jit.build_cells`).
+    """The bank's kernels cell-major (:func:`daskmeta.stats._cell_null_jit.build_cells`).
 
     Attributes
     ----------
@@ -218,10 +219,10 @@ def relative_cells(mask_name: str, fwhm: float) -> tuple[CellTables, NDArray[np.
         The base of a peak at each voxel: its cell's flat index on the padded grid (its group
         is its place, :attr:`Cells.bit`).
     """
-    from daskmeta.null.cluster_extent import paster
-
-    rows = paster(mask_name, float(fwhm)).rows
-    table, reach = rows.table, rows.reach
+    offset, value = isotropic_offsets(float(fwhm))
+    reach = int(np.abs(offset).max())
+    table = np.zeros((2 * reach + 1,) * 3)
+    table[tuple((offset + reach).T)] = value
     ascending = np.unique(table[table > 0])
     levels = ascending[::-1].copy()
     pad = -(-reach // CELL)  # offsets of up to reach + CELL - 1 voxels: cells up to pad away
@@ -267,13 +268,14 @@ def relative_cells(mask_name: str, fwhm: float) -> tuple[CellTables, NDArray[np.
 def cell_null(tables: CellTables, centre: NDArray[np.int64], base: NDArray[np.int64],
               g: NDArray[np.float64], study_of: NDArray[np.int64], sampling: NDArray[np.float64],
               constant: NDArray[np.float64], thresholds: tuple[float, float], tol: float,
-              mask_name: str, screen: bool = True) -> tuple[NDArray[np.int64], NDArray[np.float64],
-                                                            NDArray[np.int64]]:
+              mask_name: str, hood: tuple, screen: bool = True,
+              ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int64]]:
     """Largest clusters, clipped extremes and counts of randomizations of a cell null.
 
-    Runs :func:`~daskmeta.stats._bank_null_jit.cell_null_randomizations` on the peaks' groups
+    Runs :func:`~daskmeta.stats._cell_null_jit.cell_null_randomizations` on the peaks' groups
     ``centre`` and bases ``base`` (shape ``(n_randomizations, n_peaks)``) with the screen's grid
-    of these peaks (:func:`screen_grid`); ``tol`` the certified decisions' relative bound.
+    of these peaks (:func:`screen_grid`); ``tol`` the certified decisions' relative bound;
+    ``hood`` the mask's :class:`~daskmeta.null.cluster_extent.Neighbourhood`.
 
     Returns
     -------
@@ -282,10 +284,8 @@ def cell_null(tables: CellTables, centre: NDArray[np.int64], base: NDArray[np.in
     counts : ndarray of int64, shape (2, n_randomizations)
         Candidate cells, and voxels decided by the reference arithmetic.
     """
-    from daskmeta.null.cluster_extent import neighbourhood
-    from daskmeta.stats import _bank_null_jit as _cell_kernel
+    from daskmeta.stats import _cell_null_jit as _cell_kernel
 
-    hood = neighbourhood(mask_name)
     taus, growth = screen_grid(g, study_of, sampling, constant)
     inv_tau = 1.0 / (sampling[:, None] + taus[None, :])
     first = np.asarray(tables.cell_first)
@@ -303,6 +303,6 @@ def cell_null(tables: CellTables, centre: NDArray[np.int64], base: NDArray[np.in
         float(thresholds[0]), float(thresholds[1]), tol, np.asarray(tables.levels), first,
         np.asarray(tables.cell_id), np.asarray(tables.cell_code), record.view(np.uint64),
         coarse_cells(mask_name).voxel, inv_tau, inv_tau.sum(0), taus, growth, bool(screen),
-        hood.padded_index, hood.padded_lookup, hood.offsets, gathered, gathered.view(record.dtype),
+        *hood, gathered, gathered.view(record.dtype),
         gathered.view(np.uint32)[:, 2 * n_words - 1], largest, extremes, counts)
     return largest, extremes, counts

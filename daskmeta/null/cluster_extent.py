@@ -3,7 +3,7 @@
 One randomization of the cluster-extent null (see :func:`daskmeta.null.randomization.null_summary`)
 relocates each study's peaks to uniform random mask voxels, recreates the study maps with the
 isotropic kernel, pools them into SDM-Z and records the largest 26-connected cluster above and
-below the voxel thresholds. Three implementations give the same cluster sizes for the same seeds:
+below the voxel thresholds. Four implementations give the same cluster sizes for the same seeds:
 
 - ``daskmeta.null.randomization._cluster_block``: the NumPy/SciPy reference (``KernelPaster``
   with ``bincount``, :func:`~daskmeta.stats.sdm_model.pooled_z` of the ``(study, voxel)`` stack,
@@ -11,10 +11,14 @@ below the voxel thresholds. Three implementations give the same cluster sizes fo
 - :func:`cluster_null_block_fused`: the same z maps bit for bit, pasted and pooled plane by plane
   (:meth:`daskmeta.stats.peak_kernel.KernelPaster.pooled_z`), labelled by union-find over the
   mask (:func:`largest_clusters`);
-- :func:`cluster_null_block` (what the null graph runs): only the *decisions* ``z >= z_pos`` and
-  ``z <= z_neg`` are needed, and only a few per cent of the voxels pass. It pools sparsely and
-  certifies each decision (:func:`daskmeta.stats._sparse_null_jit.classify_randomization`), then labels
-  the passing voxels only (:func:`daskmeta.stats._sparse_null_jit.largest_listed_component`).
+- :func:`cluster_null_block_spans`: only the *decisions* ``z >= z_pos`` and ``z <= z_neg`` are
+  needed, and only a few per cent of the voxels pass. It pools sparsely over the mask's span
+  layout and certifies each decision (:func:`daskmeta.stats._sparse_null_jit.classify_randomization`),
+  then labels the passing voxels only (:func:`daskmeta.stats._sparse_null_jit.largest_listed_component`);
+- :func:`cluster_null_block` (what the null graph runs): the same certified decisions, cell by
+  cell after the screen of cells (:func:`daskmeta.null.cells.cell_null` with the isotropic
+  kernel's records relative to its peak's cell, :func:`daskmeta.null.cells.relative_cells`);
+  the span null is its fallback where the screen's premises fail.
 
 **Why the decisions are the reference's.** For each voxel, the reference z is a function of the
 studies' effects ``y_s`` (pasted in peak order) through the sums ``sum w``, ``sum w y``,
@@ -405,7 +409,8 @@ def cluster_null_block(
         voxels[row] = np.random.default_rng(sequence).integers(0, mask.n_voxels, len(g))
     largest, extremes, _ = cell_null(tables, coarse_cells(mask_name).bit[voxels], base[voxels], g,
                                      study_of, sampling, constant, (z_pos, z_neg),
-                                     _tolerance(len(sampling)), mask_name, screen)
+                                     _tolerance(len(sampling)), mask_name, neighbourhood(mask_name),
+                                     screen)
     return NullSummary(np.zeros(N_HIST, np.int64), extremes[0], extremes[1], largest[0], largest[1])
 
 

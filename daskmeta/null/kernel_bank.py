@@ -15,7 +15,7 @@ largest clusters above and below the voxel thresholds.
   :func:`~daskmeta.stats.sdm_model.pooled_z`);
 - :func:`bank_cluster_block_reference`: largest clusters from those maps (SciPy labelling);
 - :func:`bank_cluster_block`: what the null graph runs, the same cluster sizes and extremes from
-  a screen of cells and certified threshold decisions (:mod:`daskmeta.stats._bank_null_jit`).
+  a screen of cells and certified threshold decisions (:mod:`daskmeta.stats._cell_null_jit`).
 """
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ def kernel_bank(mask_name: str, fwhm: float, anisotropy: float, beta: float,
 def cell_bank(mask_name: str, fwhm: float, anisotropy: float, beta: float) -> CellBank:
     """The bank of a mask and kernel, cell-major: cached beside it (``cells<CELL>/``), built on
     first use from its runs (seconds), memory-mapped thereafter."""
-    from daskmeta.stats import _bank_null_jit as _bank_kernel
+    from daskmeta.stats import _cell_null_jit as _bank_kernel
 
     bank = kernel_bank(mask_name, fwhm, anisotropy, beta)
     root = cache_dir() / "kernel_bank"
@@ -357,8 +357,8 @@ def bank_cluster_block(
     (one ``integers(0, n_centres, n_peaks)`` per randomization, stream 1), recreates and pools
     the maps and records the largest clusters of ``z >= z_pos`` and ``z <= z_neg`` and the
     maps' clipped extremes; the same numbers as :func:`bank_cluster_block_reference`, from the
-    screen of cells and certified decisions (:mod:`daskmeta.stats._bank_null_jit`,
-    :func:`~daskmeta.stats._bank_null_jit.bank_null_randomizations`). Falls back to the reference where the
+    screen of cells and certified decisions (:func:`~daskmeta.null.cells.cell_null` on
+    :func:`bank_tables`). Falls back to the reference where the
     certificate's premises fail (``a <= 0``, ``c < 0``, non-finite values, thresholds not on
     both sides of 0, or a single study).
 
@@ -388,7 +388,7 @@ def bank_cluster_block(
         thresholds (:func:`~daskmeta.stats.null.clipped_extremes`); ``max_cluster_pos``/
         ``max_cluster_neg`` filled.
     """
-    from daskmeta.null.cluster_extent import _certifiable, _tolerance
+    from daskmeta.null.cluster_extent import _certifiable, _tolerance, neighbourhood
 
     g, study_of, sampling, constant = _arguments(peak_g, n1, n2)
     z_pos, z_neg = float(thresholds[0]), float(thresholds[1])
@@ -399,7 +399,7 @@ def bank_cluster_block(
     centres = _relocated_centres(seed, name, start, stop, len(g), len(tables.cell_first) - 1)
     largest, extremes, _ = cell_null(tables, centres, np.zeros_like(centres), g, study_of, sampling,
                                      constant, (z_pos, z_neg), _tolerance(len(sampling)), mask_name,
-                                     screen)
+                                     neighbourhood(mask_name), screen)
     return NullSummary(np.zeros(N_HIST, np.int64), extremes[0], extremes[1], largest[0], largest[1])
 
 

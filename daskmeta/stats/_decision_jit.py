@@ -1,7 +1,7 @@
 """Numba kernels of one voxel's SDM-Z in the cluster-extent nulls: the certified decision.
 
 Shared by the isotropic null (:mod:`daskmeta.stats._sparse_null_jit`) and the bank null
-(:mod:`daskmeta.stats._bank_null_jit`). :func:`fast_decision` gives a voxel's fast z from the
+(:mod:`daskmeta.stats._cell_null_jit`). :func:`fast_decision` gives a voxel's fast z from the
 plane's or cell's running sums relative to a zero effect, a bound on its rounding error and
 whether the decision is unsure (``tau2 = 0`` not certain, or ``z`` within its bound of a
 threshold); :func:`study_sums_z` is the reference arithmetic those unsure voxels get, from each

@@ -1,6 +1,6 @@
 """Numba kernels of the screen of the bank null: which coarse cells may hold a passing voxel.
 
-Imported by :mod:`daskmeta.stats._bank_null_jit` (docs/methods.md, 5.4, "The screen"):
+Imported by :mod:`daskmeta.stats._cell_null_jit` (docs/methods.md, 5.4, "The screen"):
 :func:`screen_cells` bounds each cell's SDM-Z, for every ``tau2 >= 0``, from each study's
 largest kernel-scaled effect in the cell; :func:`screen_b` is the bound's per-study
 denominator. Compiled like the other kernels (single-threaded, IEEE semantics, no fastmath).
@@ -69,7 +69,7 @@ def screen_cells(centre, peak_base, cell_at, peak_g, study_of, sampling, constan
     Parameters
     ----------
     centre, peak_base, cell_at, peak_g, study_of, sampling, constant, z_pos, z_neg
-        As in :func:`~daskmeta.stats._bank_null_jit.cell_null_randomizations`: peak ``p``
+        As in :func:`~daskmeta.stats._cell_null_jit.cell_null_randomizations`: peak ``p``
         reaches, for each entry ``m`` of its group ``centre[p]``, the cell
         ``cell_at[peak_base[p] + cell_id[m]]`` (none where that is ``n_cells``: a dummy cell,
         which keeps the loop over entries free of branches).

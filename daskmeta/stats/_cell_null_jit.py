@@ -1,22 +1,25 @@
-"""Numba kernels of the cluster-extent null with the data's own (anisotropic) kernel.
+"""Numba kernels of the cluster-extent nulls cell by cell: the bank null and the isotropic null.
 
-Imported lazily by :mod:`daskmeta.null.kernel_bank`; compiled like
+Imported lazily by :mod:`daskmeta.null.cells`; compiled like
 :mod:`daskmeta.stats._sparse_null_jit` (single-threaded, IEEE semantics, no fastmath).
 
-Each relocated peak sits on a *bank centre* whose kernel is stored twice: as runs of
-consecutive voxel-vector positions within a grid plane (the reference reads these) and, for
-this module, *cell-major*: for each coarse cell (a cube of ``CELL^3`` grid voxels) the centre
-reaches, a bit mask of the cell's voxels it reaches, their codes (one byte per voxel, indexing a
-table of kernel values) in bit order and the smallest code (largest kernel) among them.
+A kernel is stored cell by cell: for each coarse cell (a cube of ``CELL^3`` grid voxels) it
+reaches, a record of its codes (indexes into a table of kernel values) by place in the cell, a
+bit mask of the places it reaches and the smallest code (largest kernel). Each peak has a
+*group* of such entries: with the data's anisotropic kernel the group is its *bank centre*,
+whose kernel is stored twice, as runs of consecutive voxel-vector positions within a grid plane
+(the reference reads these) and cell-major (:func:`build_cells`, one byte per code); with the
+isotropic kernel it is the peak's place within its own cell, whose entries hold cell offsets
+(:func:`daskmeta.null.cells.relative_cells`, two bytes per code).
 
-One randomization (:func:`bank_null_randomizations`):
+One randomization (:func:`cell_null_randomizations`):
 
 1. :func:`~daskmeta.stats._screen_jit.screen_cells` bounds every cell's SDM-Z from each
    study's largest kernel-scaled effect in the cell and flags the cells where a voxel may pass
    a threshold;
 2. :func:`cell_lists` lists, for each flagged cell, the peaks that reach it, in peak order, and
    their records are copied in list order (one loop of independent loads, so that many cache
-   misses are in flight at once);
+   misses are in flight at once), each bit mask cut to the cell's voxels in the mask;
 3. :func:`classify_cell` recreates and pools the flagged cells only: each study's kernels are
    combined into ``T = sum K`` and ``W = sum K^2 g`` (in peak order, as the reference's
    ``bincount`` adds them), turned into DerSimonian-Laird terms relative to a zero effect, and
@@ -26,7 +29,9 @@ One randomization (:func:`bank_null_randomizations`):
 4. the passing voxels are labelled (:func:`~daskmeta.stats._sparse_null_jit.largest_listed_component`).
 
 A voxel no kernel reaches has ``z = 0`` exactly; a voxel outside the flagged cells passes
-neither threshold (the screen's bound).
+neither threshold (the screen's bound). The loops over entries, and over a cell's places, run
+without branches where they can (a missing cell is a dummy cell ``n_cells``; a place a peak
+does not reach adds ``0 x K``), so that the compiler vectorizes them.
 
 References
 ----------
