@@ -245,9 +245,9 @@ def place_decisions(zero_sum, sum_dw, sum_wy, sum_wy2, k, tol, z_pos, z_neg, z, 
 
 @_jit
 def classify_cell(cell, lo, hi, list_peak, peak_g, study_of, sampling, constant, ratio, zero_sum,
-                  z_pos, z_neg, tol, codes, masks, levels, cell_voxel, total, weighted, sum_dw,
-                  sum_wy, sum_wy2, fast_z, margin, unsure, y, tot, wei, pos, n_pos, neg, n_neg,
-                  best_pos, best_neg):
+                  z_pos, z_neg, tol, codes, masks, levels, cell_voxel, kernel, total, weighted,
+                  sum_dw, sum_wy, sum_wy2, fast_z, margin, unsure, y, tot, wei, pos, n_pos, neg,
+                  n_neg, best_pos, best_neg):
     """Recreate, pool and decide the voxels of one candidate cell.
 
     The peaks ``list_peak[lo:hi]`` (increasing, so study after study) reach the cell, with
@@ -262,8 +262,9 @@ def classify_cell(cell, lo, hi, list_peak, peak_g, study_of, sampling, constant,
     bound from both thresholds and ``tau2 = 0`` is certain the fast decision stands, otherwise
     :func:`cell_voxel_z` decides. Passing voxels are appended to ``pos``/``neg``.
 
-    The local work arrays (``total``, ``weighted``, ``sum_*``: one entry per place of a cell)
-    are zero on entry and left zero.
+    The local work arrays (``kernel``, ``total``, ``weighted``, ``sum_*``, ``fast_z``,
+    ``margin``, ``unsure``: one entry per place of a cell); ``total``, ``weighted`` and
+    ``sum_*`` are zero on entry and left zero.
 
     ``best_pos``/``best_neg`` are the largest and smallest exact z so far among passing voxels
     (the thresholds when none): a passing voxel whose fast z may exceed them (beyond its error
@@ -288,8 +289,10 @@ def classify_cell(cell, lo, hi, list_peak, peak_g, study_of, sampling, constant,
             g = peak_g[list_peak[i]]
             bits = masks[i]
             reached |= bits
+            for b in range(width):  # the table lookups apart: the loop below vectorizes
+                kernel[b] = levels[codes[i, b]]
             for b in range(width):
-                value = levels[codes[i, b]] * np.float64((bits >> np.uint32(b)) & np.uint32(1))
+                value = kernel[b] * np.float64((bits >> np.uint32(b)) & np.uint32(1))
                 total[b] += value
                 weighted[b] += value * value * g
         place_terms(total, weighted, sum_dw, sum_wy, sum_wy2, sampling[s], constant[s], ratio[s])
@@ -410,6 +413,7 @@ def cell_null_randomizations(centre, peak_base, cell_at, cell_bits, peak_g, stud
     list_entry = np.empty(longest, np.int64)
     list_cell = np.empty(longest, np.int64)
     scratch = np.empty((longest + 1, 3), np.int64)
+    kernel = np.empty(width)
     total = np.zeros(width)
     weighted = np.zeros(width)
     sum_dw = np.zeros(width)
@@ -453,9 +457,9 @@ def cell_null_randomizations(centre, peak_base, cell_at, cell_bits, peak_g, stud
                 continue
             n_pos, n_neg, done, best_pos, best_neg = classify_cell(
                 cell, lo, hi, list_peak, peak_g, study_of, sampling, constant, ratio, zero_sum,
-                z_pos, z_neg, tol, codes, masks, levels, cell_voxel,
-                total, weighted, sum_dw, sum_wy, sum_wy2, fast_z, margin, unsure, y, tot, wei, pos, n_pos,
-                neg, n_neg, best_pos, best_neg)
+                z_pos, z_neg, tol, codes, masks, levels, cell_voxel, kernel, total, weighted,
+                sum_dw, sum_wy, sum_wy2, fast_z, margin, unsure, y, tot, wei, pos, n_pos, neg,
+                n_neg, best_pos, best_neg)
             n_exact += done
         counts[1, b] = n_exact
         extremes[0, b] = best_pos
