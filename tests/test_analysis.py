@@ -79,14 +79,18 @@ def test_same_seed_same_numbers_whatever_the_block_size(maps, block_size):
     assert not np.array_equal(different.null_max_z.values, reference.null_max_z.values)
 
 
-def test_same_numbers_with_one_or_two_workers(maps):
+def test_same_numbers_with_one_or_two_workers(maps, tmp_path):
     from distributed import Client, LocalCluster
 
+    from daskmeta.io.store import read_group, write_group
+
+    write_group(maps, tmp_path / "maps.zarr", "studies")  # the workers read the maps, as in a run
+    stored = read_group(tmp_path / "maps.zarr", "studies")
     results = []
     for workers in (1, 2):
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                           dashboard_address=None) as cluster, Client(cluster) as client:
-            result = client.compute(mean(maps, permutations=6, seed=5, block_size=2)).result()
+            result = client.compute(mean(stored, permutations=6, seed=5, block_size=2)).result()
             results.append(result)
     for name in ("z", "p", "p_fwe", "null_hist", "null_max_z", "null_max_cluster_pos"):
         np.testing.assert_array_equal(results[0][name].values, results[1][name].values)
