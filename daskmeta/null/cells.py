@@ -29,6 +29,7 @@ __all__ = [
     "CellBank",
     "CellTables",
     "Cells",
+    "cell_bits",
     "cell_null",
     "coarse_cells",
     "relative_cells",
@@ -167,7 +168,7 @@ class CellTables(NamedTuple):
     ----------
     cell_first : ndarray of int64, shape (n_groups + 1,)
         Group ``c`` owns entries ``cell_first[c]:cell_first[c + 1]``.
-    cell_id : ndarray of int32 or int64, shape (n_entries,)
+    cell_id : ndarray of int32, shape (n_entries,)
         Each entry's cell (bank) or cell offset (isotropic).
     cell_code : ndarray of uint8 or uint16, shape (n_entries,)
         The smallest code (largest kernel) of each entry.
@@ -176,18 +177,18 @@ class CellTables(NamedTuple):
         places reached (a little-endian uint32).
     levels : ndarray of float64
         The kernel of each code (decreasing).
-    cell_at : ndarray of int64
+    cell_at : ndarray of int32
         Cell of each base + offset (``n_cells``: none).
     cell_bits : ndarray of uint32, shape (n_cells,)
         The bit mask of each cell's places in the mask.
     """
 
     cell_first: NDArray[np.int64]
-    cell_id: NDArray[np.integer]
+    cell_id: NDArray[np.int32]
     cell_code: NDArray[np.unsignedinteger]
     record: NDArray[np.unsignedinteger]
     levels: NDArray[np.float64]
-    cell_at: NDArray[np.int64]
+    cell_at: NDArray[np.int32]
     cell_bits: NDArray[np.uint32]
 
 
