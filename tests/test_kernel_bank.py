@@ -16,6 +16,7 @@ from daskmeta.model.grid import load_mask
 from daskmeta.null import cells
 from daskmeta.null import kernel_bank as kb
 from daskmeta.null.cluster_extent import flat_peaks
+from daskmeta.null.seeds import relocation_draws
 from daskmeta.stats.labelling import largest_cluster
 from daskmeta.stats.peak_kernel import kernel_radius, peak_kernels, sigma_from_fwhm
 from daskmeta.stats.sdm_model import variance_model
@@ -143,7 +144,7 @@ def test_bank_cluster_block_at_thresholds_on_voxel_values(bank):
     peak_g = _peak_g([6, 2, 9, 4, 7, 1, 5], seed=4)
     g, study_of = flat_peaks(peak_g)
     sampling, constant = variance_model(N1, N2)
-    centre = kb._relocated_centres(8, "exact", 0, 1, len(g), len(bank.centres))[0]
+    centre = relocation_draws(8, "exact", 0, 1, len(g), len(bank.centres))[0]
     z = kb.bank_relocated_z(centre, g, study_of, sampling, constant, bank, mask.n_voxels)
     positive, negative = np.sort(z[z > 0]), np.sort(z[z < 0])
     for z_pos, z_neg in ((positive[len(positive) // 2], negative[len(negative) // 3]),
@@ -297,7 +298,7 @@ def test_screen_rules_out_only_cells_without_passing_voxels(bank, clbp):
     g, study_of = flat_peaks(peak_g)
     sampling, constant = variance_model(n1, n2)
     cell_of = cells.coarse_cells("gray_matter").cell_of
-    for centre in kb._relocated_centres(5, "screen", 0, 3, len(g), len(bank.centres)):
+    for centre in relocation_draws(5, "screen", 0, 3, len(g), len(bank.centres)):
         z = kb.bank_relocated_z(centre, g, study_of, sampling, constant, bank, mask.n_voxels)
         for q in (0.5, 0.9, 0.99, 0.999, 1.0):
             thresholds = (float(np.quantile(z[z > 0], q)), float(np.quantile(z[z < 0], 1 - q)))

@@ -392,7 +392,7 @@ def cluster_null_block(
         ``max_cluster_neg`` filled.
     """
     from daskmeta.null.cells import cell_null, coarse_cells, relative_cells
-    from daskmeta.null.seeds import randomization_seeds
+    from daskmeta.null.seeds import relocation_draws
 
     peak_g = np.asarray(peak_g, dtype=np.float64)
     sampling, constant = variance_model(n1, n2)
@@ -403,10 +403,7 @@ def cluster_null_block(
                                         thresholds)
     mask = load_mask(mask_name)  # type: ignore[arg-type]
     tables, base = relative_cells(mask_name, float(fwhm))
-    voxels = np.empty((stop - start, len(g)), dtype=np.int64)
-    for row, sequence in enumerate(randomization_seeds(seed, name, start, stop, stream=1)):
-        # the draws of relocated_peaks, without rebuilding g each time
-        voxels[row] = np.random.default_rng(sequence).integers(0, mask.n_voxels, len(g))
+    voxels = relocation_draws(seed, name, start, stop, len(g), mask.n_voxels)
     largest, extremes, _ = cell_null(tables, coarse_cells(mask_name).bit[voxels], base[voxels], g,
                                      study_of, sampling, constant, (z_pos, z_neg),
                                      _tolerance(len(sampling)), mask_name, neighbourhood(mask_name),
@@ -430,33 +427,9 @@ def cluster_null_block_spans(
     module notes). Where the certificate's premises fail (a variance model with ``a <= 0`` or
     ``c < 0``, or non-finite values) it runs :func:`cluster_null_block_fused`.
 
-    Parameters
-    ----------
-    peak_g : ndarray, shape (n_studies, n_peaks)
-        Each study's peak Hedges g, NaN-padded.
-    n1, n2 : ndarray, shape (n_studies,)
-        Sample sizes (``n2`` NaN for one-sample studies).
-    seed : int
-        The analysis seed.
-    name : str
-        The analysis name.
-    start, stop : int
-        The randomizations of the block.
-    mask_name : str
-        The analysis mask.
-    fwhm : float
-        The kernel FWHM in mm.
-    thresholds : (float, float)
-        ``(z_pos, z_neg)``: clusters of ``z >= z_pos`` and of ``z <= z_neg``.
-
-    Returns
-    -------
-    NullSummary
-        Empty histogram; ``max_z``/``min_z`` each randomization's extremes, clipped at the
-        thresholds (:func:`~daskmeta.stats.null.clipped_extremes`); ``max_cluster_pos``/
-        ``max_cluster_neg`` filled.
+    Parameters and result as :func:`cluster_null_block` (which adds ``screen``).
     """
-    from daskmeta.null.seeds import randomization_seeds
+    from daskmeta.null.seeds import relocation_draws
     from daskmeta.stats import _sparse_null_jit as _sparse_kernel
 
     peak_g = np.asarray(peak_g, dtype=np.float64)
@@ -468,10 +441,7 @@ def cluster_null_block_spans(
     mask = load_mask(mask_name)  # type: ignore[arg-type]
     hood = neighbourhood(mask_name)
     n = stop - start
-    voxels = np.empty((n, len(g)), dtype=np.int64)
-    for row, sequence in enumerate(randomization_seeds(seed, name, start, stop, stream=1)):
-        # the draws of relocated_peaks, without rebuilding g each time
-        voxels[row] = np.random.default_rng(sequence).integers(0, mask.n_voxels, len(g))
+    voxels = relocation_draws(seed, name, start, stop, len(g), mask.n_voxels)
     peak_ijk = np.ascontiguousarray(mask.ijk[voxels], dtype=np.int64)
     largest = np.zeros((2, n), dtype=np.int64)
     extremes = np.zeros((2, n))

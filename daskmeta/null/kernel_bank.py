@@ -45,6 +45,7 @@ from daskmeta.null.cells import (
     coarse_cells,
     screen_grid,
 )
+from daskmeta.null.seeds import relocation_draws
 from daskmeta.stats.labelling import largest_cluster
 from daskmeta.stats.null import N_HIST, NullSummary, clipped_extremes
 from daskmeta.stats.peak_kernel import (
@@ -259,22 +260,6 @@ def cell_bank(mask_name: str, fwhm: float, anisotropy: float, beta: float) -> Ce
     return CellBank(*(np.load(folder / f"{field}.npy", mmap_mode="r") for field in CellBank._fields))
 
 
-def _relocated_centres(seed: int, name: str, start: int, stop: int, n_peaks: int,
-                       n_centres: int) -> NDArray[np.int64]:
-    """Bank centre (row of the bank) of every peak in randomizations ``start..stop-1``.
-
-    Randomization ``b`` draws ``default_rng(seed sequence b, stream 1).integers(0, n_centres,
-    n_peaks)``: peaks study after study, as :func:`~daskmeta.null.cluster_extent.relocated_peaks`
-    draws mask voxels for the isotropic kernel.
-    """
-    from daskmeta.null.seeds import randomization_seeds
-
-    out = np.empty((stop - start, n_peaks), dtype=np.int64)
-    for row, sequence in enumerate(randomization_seeds(seed, name, start, stop, stream=1)):
-        out[row] = np.random.default_rng(sequence).integers(0, n_centres, n_peaks)
-    return out
-
-
 def bank_relocated_z(centre: NDArray[np.int64], g: NDArray[np.float64], study_of: NDArray[np.int64],
                      sampling: NDArray[np.float64], constant: NDArray[np.float64],
                      bank: KernelBank, n_voxels: int) -> NDArray[np.float64]:
@@ -335,7 +320,7 @@ def bank_cluster_block_reference(
     mask = load_mask(mask_name)  # type: ignore[arg-type]
     bank = kernel_bank(mask_name, float(fwhm), float(anisotropy), float(beta))
     g, study_of, sampling, constant = _arguments(peak_g, n1, n2)
-    centres = _relocated_centres(seed, name, start, stop, len(g), len(bank.centres))
+    centres = relocation_draws(seed, name, start, stop, len(g), len(bank.centres))
     largest = np.zeros((2, stop - start), dtype=np.int64)
     extremes = np.zeros((2, stop - start))
     for row, centre in enumerate(centres):
@@ -396,7 +381,7 @@ def bank_cluster_block(
         return bank_cluster_block_reference(peak_g, n1, n2, seed, name, start, stop, mask_name,
                                             fwhm, anisotropy, beta, thresholds)
     tables = bank_tables(mask_name, float(fwhm), float(anisotropy), float(beta))
-    centres = _relocated_centres(seed, name, start, stop, len(g), len(tables.cell_first) - 1)
+    centres = relocation_draws(seed, name, start, stop, len(g), len(tables.cell_first) - 1)
     largest, extremes, _ = cell_null(tables, centres, np.zeros_like(centres), g, study_of, sampling,
                                      constant, (z_pos, z_neg), _tolerance(len(sampling)), mask_name,
                                      neighbourhood(mask_name), screen)

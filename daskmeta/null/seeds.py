@@ -31,6 +31,21 @@ def randomization_seeds(
     return [np.random.SeedSequence(int(seed), spawn_key=(key, b, *tail)) for b in range(start, stop)]
 
 
+def relocation_draws(seed: int, name: str, start: int, stop: int, n_peaks: int,
+                     n_positions: int) -> np.ndarray:
+    """The positions every peak of randomizations ``start..stop-1`` moves to (cluster-extent null).
+
+    Randomization ``b`` draws ``default_rng(seed sequence b, stream 1).integers(0, n_positions,
+    n_peaks)``, peaks study after study: mask voxels for the isotropic kernel
+    (:func:`~daskmeta.null.cluster_extent.relocated_peaks`, which draws them study by study, the
+    same numbers), bank centres for the data's kernel. Shape ``(stop - start, n_peaks)``, int64.
+    """
+    out = np.empty((stop - start, n_peaks), dtype=np.int64)
+    for row, sequence in enumerate(randomization_seeds(seed, name, start, stop, stream=1)):
+        out[row] = np.random.default_rng(sequence).integers(0, n_positions, n_peaks)
+    return out
+
+
 def block_bounds(n_randomizations: int, block_size: int) -> list[tuple[int, int]]:
     """``[start, stop)`` of each block."""
     if n_randomizations < 1:
