@@ -34,19 +34,6 @@ def screen_b(u, a, c):
 
 
 @_jit
-def screen_ratio(u, m_, inv_m, a, c, root, half_root):
-    """``u / b`` and ``b`` of :func:`screen_b`, mostly without a division: with ``root =
-    sqrt(a c)``, ``half_root = 1 / (2 root)`` (the ratio where ``c u^2 > a``) and ``inv_m = 1 / (a
-    + c m^2)`` (the ratio's denominator where ``u = m``). Equal to ``u / screen_b(u, a, c)`` to
-    within a few units in the last place, far inside the screen's margin."""
-    cu2 = c * (u * u)
-    if cu2 > a:
-        return half_root, 2.0 * u * root
-    b = a + cu2
-    return (u * inv_m if u == m_ else u / b), b
-
-
-@_jit
 def screen_cells(centre, peak_base, cell_at, peak_g, study_of, sampling, constant, z_pos, z_neg,
                  cell_first, cell_id, cell_code, levels, inv_tau, zero_tau, taus, widen, cellwork,
                  touched, record, record_value, grid, candidate):
@@ -139,9 +126,6 @@ def screen_cells(centre, peak_base, cell_at, peak_g, study_of, sampling, constan
                 cellwork[cell, side] = max(cellwork[cell, side], levels[cell_code[m]] * size)
         a = sampling[s]
         cc = constant[s]
-        inv_a = 1.0 / a
-        root = np.sqrt(a * cc)
-        half_root = 0.5 / root if cc > 0.0 else 0.0
         for t in range(n_touched):
             cell = touched[t]
             u = cellwork[cell, 0]
@@ -153,15 +137,14 @@ def screen_cells(centre, peak_base, cell_at, peak_g, study_of, sampling, constan
                 continue
             m_ = max(u, lo)
             cm2 = cc * (m_ * m_)
-            inv_m = 1.0 / (a + cm2)
-            cellwork[cell, 5] += cm2 * inv_m * inv_a
+            cellwork[cell, 5] += cm2 / (a * (a + cm2))
             if u > 0.0:
-                ratio, b = screen_ratio(u, m_, inv_m, a, cc, root, half_root)
-                cellwork[cell, 3] += ratio
+                b = screen_b(u, a, cc)
+                cellwork[cell, 3] += u / b
                 cellwork[cell, 6] = max(cellwork[cell, 6], b)
             if lo > 0.0:
-                ratio, b = screen_ratio(lo, m_, inv_m, a, cc, root, half_root)
-                cellwork[cell, 4] += ratio
+                b = screen_b(lo, a, cc)
+                cellwork[cell, 4] += lo / b
                 cellwork[cell, 7] = max(cellwork[cell, 7], b)
             record[n_records, 0] = cell
             record[n_records, 1] = s
